@@ -1,0 +1,105 @@
+"""The built-in blocks, registered exactly the way a plugin registers its own.
+
+Every block is a small `nn.Module` taking its widths as keyword arguments, so a config can
+swap any of them for a registered alternative of the same kind:
+
+- activation    ``(channels)``                                    -> [B, C, T] -> [B, C, T]
+- residual_unit ``(channels, dilation, kernel_size, activation)``  -> [B, C, T] -> [B, C, T]
+- encoder_block ``(in_channels, out_channels, stride, dilations, kernel_size, activation, residual_unit)``
+                                                                  -> [B, Cin, T] -> [B, Cout, T/s]
+- decoder_block (same arguments)                                  -> [B, Cin, T] -> [B, Cout, T*s]
+
+Components build their sub-components by name through the registry, never by import.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from lyra import registry
+from lyra.snake import snake
+
+
+@registry.register("activation", "snake")
+class Snake(nn.Module):
+    """Snake with per-channel log-parameters initialised to zero (alpha = beta = 1)."""
+
+    def __init__(self, channels: int, **_: Any) -> None:
+        super().__init__()
+        self.log_alpha = nn.Parameter(torch.zeros(channels))
+        self.log_beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return snake(x, self.log_alpha, self.log_beta)  # [B, C, T] -> [B, C, T]
+
+
+@registry.register("residual_unit", "residual_unit")
+class ResidualUnit(nn.Module):
+    """x + Conv1x1(Snake(Conv_k,d(Snake(x)))): a dilated conv that keeps the length."""
+
+    def __init__(self, channels: int, dilation: int = 1, kernel_size: int = 7,
+                 activation: str = "snake", **options: Any) -> None:
+        super().__init__()
+        pad = dilation * (kernel_size - 1) // 2  # "same" length for an odd kernel
+        self.act1 = registry.create("activation", activation, channels=channels, **options)
+        self.conv1 = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=pad)
+        self.act2 = registry.create("activation", activation, channels=channels, **options)
+        self.conv2 = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv1(self.act1(x))  # [B, C, T] -> [B, C, T]
+        y = self.conv2(self.act2(y))  # [B, C, T] -> [B, C, T]
+        return x + y
+
+
+def _residual_stack(channels: int, dilations: tuple[int, ...], kernel_size: int,
+                    activation: str, residual_unit: str, options: dict[str, Any]) -> nn.Sequential:
+    return nn.Sequential(*(
+        registry.create("residual_unit", residual_unit, channels=channels, dilation=d,
+                        kernel_size=kernel_size, activation=activation, **options)
+        for d in dilations
+    ))
+
+
+@registry.register("encoder_block", "encoder_block")
+class EncoderBlock(nn.Module):
+    """Residual units at the input width, Snake, then a strided conv that divides time by s."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
+                 activation: str = "snake", residual_unit: str = "residual_unit",
+                 **options: Any) -> None:
+        super().__init__()
+        self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, options)
+        self.act = registry.create("activation", activation, channels=in_channels, **options)
+        # k = 2s, p = ceil(s/2): for T a multiple of s the output is exactly T/s long.
+        self.down = nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride,
+                              padding=math.ceil(stride / 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.res(x)                   # [B, Cin, T] -> [B, Cin, T]
+        return self.down(self.act(x))     # [B, Cin, T] -> [B, Cout, T/s]
+
+
+@registry.register("decoder_block", "decoder_block")
+class DecoderBlock(nn.Module):
+    """Residual units at the input width, Snake, then a transposed conv that multiplies time by s."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
+                 activation: str = "snake", residual_unit: str = "residual_unit",
+                 **options: Any) -> None:
+        super().__init__()
+        self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, options)
+        self.act = registry.create("activation", activation, channels=in_channels, **options)
+        # k = 2s, p = ceil(s/2), output_padding = s mod 2: exactly T*s samples out.
+        self.up = nn.ConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride,
+                                     padding=math.ceil(stride / 2), output_padding=stride % 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.res(x)                   # [B, Cin, T] -> [B, Cin, T]
+        return self.up(self.act(x))       # [B, Cin, T] -> [B, Cout, T*s]

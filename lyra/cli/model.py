@@ -1,0 +1,93 @@
+"""Model commands: `lyra model-info`, `lyra init-checkpoint`, and the pre-training `lyra demo`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lyra.errors import LyraError
+
+
+def _config(config_path: Optional[Path], small: bool):
+    from lyra.config import ModelConfig
+
+    if config_path is not None and small:
+        raise LyraError("--small and a config file are mutually exclusive")
+    if config_path is not None:
+        return ModelConfig.from_toml(config_path)
+    return ModelConfig.small() if small else ModelConfig()
+
+
+def model_info(
+    config: Annotated[Optional[Path], typer.Argument(help="TOML file with a [model] table (default: the built-in default model).")] = None,
+    small: Annotated[bool, typer.Option("--small", help="Describe the small test/demo model instead.")] = False,
+) -> None:
+    """Print a model's parameter count, hop, frame rate and per-stage shapes."""
+    from lyra.model import build_model
+
+    cfg = _config(config, small)
+    model = build_model(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    typer.echo(f"parameters: {n:,}")
+    typer.echo(f"hop: {cfg.hop_length} samples  frame rate: {cfg.frame_rate:.2f} Hz  latent: {cfg.latent_dim} channels")
+    widths = [cfg.base_channels * m for m in (1, *cfg.c_mults)]
+    t = cfg.hop_length
+    for i, s in enumerate(cfg.strides):
+        typer.echo(f"  encoder block {i}: [B, {widths[i]}, {t}] -> [B, {widths[i + 1]}, {t // s}]")
+        t //= s
+
+
+def init_checkpoint(
+    out: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with a [model] table.")] = None,
+    small: Annotated[bool, typer.Option("--small", help="Use the small demo model.")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed for the initial weights.")] = 0,
+) -> None:
+    """Write a checkpoint with randomly initialised weights (to try the codec before training)."""
+    import torch
+
+    from lyra.checkpoint import save_checkpoint
+    from lyra.model import build_model
+
+    cfg = _config(config, small)
+    torch.manual_seed(seed)
+    save_checkpoint(out, build_model(cfg))
+    typer.echo(f"wrote {out}")
+
+
+def demo(
+    seconds: Annotated[float, typer.Option(help="Length of the generated clip.")] = 3.0,
+) -> None:
+    """Build the default model and round-trip a generated clip through encode/decode."""
+    import torch
+
+    from lyra.config import ModelConfig
+    from lyra.model import build_model
+
+    torch.manual_seed(0)
+    for name, cfg in (("small", ModelConfig.small()), ("default", ModelConfig())):
+        model = build_model(cfg).eval()
+        n = sum(p.numel() for p in model.parameters())
+        T = int(seconds * cfg.sample_rate)
+        t = torch.arange(T) / cfg.sample_rate
+        x = 0.5 * torch.stack([torch.sin(2 * torch.pi * 220 * t), torch.sin(2 * torch.pi * 330 * t)])[None]
+        with torch.inference_mode():
+            start = time.perf_counter()
+            mean, logvar = model.encode(x)
+            mid = time.perf_counter()
+            y = model.decode(mean, T)
+            end = time.perf_counter()
+        typer.echo(
+            f"{name} model: {n:,} parameters; audio {list(x.shape)} -> latent {list(mean.shape)} -> "
+            f"audio {list(y.shape)}; encode {seconds / (mid - start):.2f}x realtime, "
+            f"decode {seconds / (end - mid):.2f}x realtime"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("model-info")(model_info)
+    app.command("init-checkpoint")(init_checkpoint)
+    app.command("demo")(demo)

@@ -1,0 +1,174 @@
+"""The VAE: a convolutional encoder to a Gaussian posterior over a 64-channel latent, and back.
+
+Shapes for the default model (hop = 2*4*4*8*8 = 2048), T a multiple of the hop:
+
+    encode  [B, 2, T] -> Conv1d(2, 128, 7)                    -> [B, 128, T]
+            -> EncoderBlock(s=2) ... EncoderBlock(s=8)          -> [B, 2048, T/2048]
+            -> Snake -> Conv1d(2048, 128, 3) -> split           -> mean, logvar [B, 64, T/2048]
+    decode  [B, 64, F] -> Conv1d(64, 2048, 3)                   -> [B, 2048, F]
+            -> DecoderBlock(s=8) ... DecoderBlock(s=2)          -> [B, 128, F*2048]
+            -> Snake -> Conv1d(128, 2, 7)                       -> [B, 2, F*2048]
+
+Latents are self-contained: `encode` right-pads the input with zeros to a multiple of the hop,
+so there are ceil(T / hop) frames; `decode(z, length)` crops its F * hop samples to `length`.
+Nothing is remembered between the two calls.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lyra import registry
+from lyra.config import ModelConfig
+from lyra.errors import LyraError
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        widths = [cfg.base_channels * m for m in (1, *cfg.c_mults)]
+        opts = _block_kwargs(cfg)
+        self.conv_in = nn.Conv1d(cfg.channels, widths[0], 7, padding=3)
+        self.blocks = nn.ModuleList(
+            _create(cfg, "encoder_block", cfg.encoder_block, in_channels=c_in, out_channels=c_out,
+                    stride=s, **opts)
+            for c_in, c_out, s in zip(widths[:-1], widths[1:], cfg.strides)
+        )
+        self.act_out = _create(cfg, "activation", cfg.activation, channels=widths[-1], **cfg.block_options)
+        self.conv_out = nn.Conv1d(widths[-1], 2 * cfg.latent_dim, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)                      # [B, C, T] -> [B, W0, T]
+        for block in self.blocks:
+            x = block(x)                         # [B, Wi, T'] -> [B, Wi+1, T'/s]
+        return self.conv_out(self.act_out(x))    # [B, Wn, F] -> [B, 2D, F]
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        widths = [cfg.base_channels * m for m in (1, *cfg.c_mults)][::-1]
+        opts = _block_kwargs(cfg)
+        self.conv_in = nn.Conv1d(cfg.latent_dim, widths[0], 3, padding=1)
+        self.blocks = nn.ModuleList(
+            _create(cfg, "decoder_block", cfg.decoder_block, in_channels=c_in, out_channels=c_out,
+                    stride=s, **opts)
+            for c_in, c_out, s in zip(widths[:-1], widths[1:], reversed(cfg.strides))
+        )
+        self.act_out = _create(cfg, "activation", cfg.activation, channels=widths[-1], **cfg.block_options)
+        self.conv_out = nn.Conv1d(widths[-1], cfg.channels, 7, padding=3)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(z)                      # [B, D, F] -> [B, Wn, F]
+        for block in self.blocks:
+            x = block(x)                         # [B, Wi, T'] -> [B, Wi-1, T'*s]
+        return self.conv_out(self.act_out(x))    # [B, W0, F*hop] -> [B, C, F*hop]
+
+
+class VAE(nn.Module):
+    """Encoder + decoder + the Gaussian posterior. See the module docstring for shapes."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.encoder = Encoder(self.config)
+        self.decoder = Decoder(self.config)
+
+    @property
+    def hop_length(self) -> int:
+        return self.config.hop_length
+
+    def num_frames(self, length: int) -> int:
+        """Latent frames for `length` input samples: ceil(length / hop)."""
+        return math.ceil(length / self.hop_length)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, C, T] audio -> posterior (mean, logvar), each [B, D, ceil(T / hop)]."""
+        if x.dim() != 3 or x.shape[1] != self.config.channels:
+            raise LyraError(
+                f"encode expects audio of shape [batch, {self.config.channels}, time], got {list(x.shape)}"
+            )
+        if x.shape[-1] < 1:
+            raise LyraError("encode needs at least one sample")
+        pad = self.num_frames(x.shape[-1]) * self.hop_length - x.shape[-1]
+        x = F.pad(x, (0, pad))                   # [B, C, T] -> [B, C, F*hop]
+        h = self.encoder(x)                      # [B, C, F*hop] -> [B, 2D, F]
+        mean, logvar = h.chunk(2, dim=1)         # [B, 2D, F] -> 2 x [B, D, F]
+        clamp = self.config.logvar_clamp
+        return mean, logvar.clamp(-clamp, clamp)
+
+    def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """[B, D, F] latent -> [B, C, length] audio (default length: F * hop)."""
+        if z.dim() != 3 or z.shape[1] != self.config.latent_dim:
+            raise LyraError(
+                f"decode expects latents of shape [batch, {self.config.latent_dim}, frames], got {list(z.shape)}"
+            )
+        full = z.shape[-1] * self.hop_length
+        length = full if length is None else int(length)
+        if not 0 < length <= full:
+            raise LyraError(f"decode: length must be in 1..{full} for {z.shape[-1]} frames, got {length}")
+        return self.decoder(z)[..., :length]    # [B, D, F] -> [B, C, F*hop] -> [B, C, length]
+
+    @staticmethod
+    def sample(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Reparameterised draw z = mean + exp(logvar / 2) * eps, differentiable in both."""
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + torch.exp(0.5 * logvar) * eps
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        """Training pass: (reconstruction [B, C, T], mean, logvar)."""
+        mean, logvar = self.encode(x)
+        z = self.sample(mean, logvar, generator)
+        return self.decode(z, x.shape[-1]), mean, logvar
+
+    def blocks(self) -> list[nn.Module]:
+        """The encoder and decoder blocks: the units `compile_blocks` compiles."""
+        return [*self.encoder.blocks, *self.decoder.blocks]
+
+    def compile_blocks(self, **compile_kwargs: Any) -> "VAE":
+        """Regional compilation: `torch.compile` each encoder/decoder block in place.
+
+        Each block is compiled on its own, so compile time grows with the number of distinct
+        block shapes, not with depth. Blocks from plugins that declare themselves not
+        compile-safe are left eager. Returns self.
+        """
+        for block in self.blocks():
+            if getattr(block, "lyra_compile_safe", True):
+                block.compile(**compile_kwargs)
+        return self
+
+
+def _block_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    return dict(dilations=cfg.dilations, kernel_size=cfg.residual_kernel_size,
+                activation=cfg.activation, residual_unit=cfg.residual_unit, **cfg.block_options)
+
+
+def _create(cfg: ModelConfig, kind: str, name: str, **kwargs: Any) -> nn.Module:
+    try:
+        module = registry.create(kind, name, **kwargs)
+    except LyraError as exc:
+        raise LyraError(f"model.{kind}: {exc}") from None
+    if not isinstance(module, nn.Module):
+        raise LyraError(f"model.{kind}: component '{name}' built {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def build_model(config: ModelConfig | dict | None = None, *, compile: bool = False,
+                **compile_kwargs: Any) -> VAE:
+    """Build the VAE. No argument: the design document's default model (255,858,050 parameters).
+
+    `config` may be a `ModelConfig` or a plain dict (as stored in checkpoints). With
+    ``compile=True`` each encoder/decoder block is compiled (see `VAE.compile_blocks`).
+    """
+    if isinstance(config, dict):
+        from lyra.config import from_dict
+        config = from_dict(ModelConfig, config, "model")
+    model = VAE(config)
+    if compile:
+        model.compile_blocks(**compile_kwargs)
+    return model
