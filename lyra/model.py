@@ -76,6 +76,7 @@ class VAE(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
+        _check_components(self.config)
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
 
@@ -141,6 +142,15 @@ class VAE(nn.Module):
             if getattr(block, "lyra_compile_safe", True):
                 block.compile(**compile_kwargs)
         return self
+
+
+def _check_components(cfg: ModelConfig) -> None:
+    """Fail before building anything if the config names a component nobody registered."""
+    for kind in ("activation", "residual_unit", "encoder_block", "decoder_block"):
+        try:
+            registry.component(kind, getattr(cfg, kind))
+        except LyraError as exc:
+            raise LyraError(f"model.{kind}: {exc}") from None
 
 
 def _block_kwargs(cfg: ModelConfig) -> dict[str, Any]:
