@@ -1,0 +1,153 @@
+"""Fused Triton kernels for Snake, and their launchers.
+
+    y = x + 1/(beta + eps) * sin(alpha * x)^2,  alpha = exp(log_alpha), beta = exp(log_beta)
+
+on [B, C, T] tensors with [C] log-parameters. Each program handles one row (b, c) and one
+block of BLOCK_T time steps, so a channel's alpha and beta are two scalar loads per program.
+
+The backward is one pass over the data: it writes grad_x and, per program, one float32
+partial sum for grad_log_alpha and one for grad_log_beta into two [C, B * n_blocks]
+buffers; `.sum(-1)` in torch then gives each [C] result. No atomics, so the gradients are
+bit-identical run to run.
+
+Inputs may be any strided view (strides are kernel arguments); outputs are contiguous.
+All math is float32 whatever the input dtype (fp32, fp16, bf16).
+
+With TRITON_INTERPRET=1 Triton's interpreter runs these kernels on CPU tensors. Triton reads
+the variable when it decorates a function, its own library (tl.sum, ...) included, so it must
+be set before `triton` is first imported: in practice, in the environment of the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import triton
+import triton.language as tl
+
+MAX_BLOCK_T = 1024  # 4 warps x 32 threads x 8 elements: two 16-byte fp32 loads per thread
+
+
+@triton.jit
+def _snake_fwd_kernel(
+    X, LOG_ALPHA, LOG_BETA, Y,
+    C, T, n_blocks,
+    stride_xb, stride_xc, stride_xt,
+    EPS: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    row = pid // n_blocks            # row = b * C + c
+    block = pid % n_blocks
+    b = row // C
+    c = row % C
+    t = block * BLOCK_T + tl.arange(0, BLOCK_T)
+    mask = t < T
+
+    alpha = tl.exp(tl.load(LOG_ALPHA + c).to(tl.float32))
+    beta = tl.exp(tl.load(LOG_BETA + c).to(tl.float32))
+    inv = 1.0 / (beta + EPS)
+
+    x_ptrs = X + b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc + t.to(tl.int64) * stride_xt
+    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    s = tl.sin(alpha * x)
+    y = x + inv * s * s
+    tl.store(Y + row.to(tl.int64) * T + t, y.to(Y.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _snake_bwd_kernel(
+    G, X, LOG_ALPHA, LOG_BETA, GX, PARTIAL_ALPHA, PARTIAL_BETA,
+    C, T, n_blocks, n_partials,
+    stride_gb, stride_gc, stride_gt,
+    stride_xb, stride_xc, stride_xt,
+    EPS: tl.constexpr, BLOCK_T: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    row = pid // n_blocks            # row = b * C + c
+    block = pid % n_blocks
+    b = row // C
+    c = row % C
+    t = block * BLOCK_T + tl.arange(0, BLOCK_T)
+    mask = t < T
+
+    alpha = tl.exp(tl.load(LOG_ALPHA + c).to(tl.float32))
+    beta = tl.exp(tl.load(LOG_BETA + c).to(tl.float32))
+    inv = 1.0 / (beta + EPS)
+
+    t64 = t.to(tl.int64)
+    g_ptrs = G + b.to(tl.int64) * stride_gb + c.to(tl.int64) * stride_gc + t64 * stride_gt
+    x_ptrs = X + b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc + t64 * stride_xt
+    g = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)  # masked lanes: g = 0, no contribution
+    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+
+    ax = alpha * x
+    s = tl.sin(ax)
+    sin2 = 2.0 * s * tl.cos(ax)      # sin(2 alpha x)
+    gx = g * (1.0 + inv * alpha * sin2)
+    tl.store(GX + row.to(tl.int64) * T + t, gx.to(GX.dtype.element_ty), mask=mask)
+
+    # grad_log_alpha[c] = alpha * sum(g * inv * x * sin2); grad_log_beta[c] = -beta * inv^2 * sum(g * s^2)
+    d_log_alpha = alpha * inv * tl.sum(g * x * sin2, axis=0)
+    d_log_beta = -beta * inv * inv * tl.sum(g * s * s, axis=0)
+    slot = c.to(tl.int64) * n_partials + b * n_blocks + block  # [C, B * n_blocks]
+    tl.store(PARTIAL_ALPHA + slot, d_log_alpha)
+    tl.store(PARTIAL_BETA + slot, d_log_beta)
+
+
+def _launch_config(T: int) -> tuple[int, int, int]:
+    """(BLOCK_T, number of time blocks, num_warps) for rows of length T >= 1."""
+    block_t = min(MAX_BLOCK_T, max(16, triton.next_power_of_2(T)))
+    num_warps = max(1, min(4, block_t // 256))
+    return block_t, triton.cdiv(T, block_t), num_warps
+
+
+def _device_guard(x: torch.Tensor):
+    # Triton launches on the current CUDA device: make it x's.
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def snake_forward(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor,
+                  eps: float) -> torch.Tensor:
+    """[B, C, T] (any strides) -> [B, C, T] contiguous, in x's dtype."""
+    B, C, T = x.shape
+    y = torch.empty((B, C, T), dtype=x.dtype, device=x.device)
+    if y.numel() == 0:
+        return y
+    block_t, n_blocks, num_warps = _launch_config(T)
+    log_alpha, log_beta = log_alpha.contiguous(), log_beta.contiguous()  # [C]: the kernel reads element c at c
+    with _device_guard(x):
+        _snake_fwd_kernel[(B * C * n_blocks,)](
+            x, log_alpha, log_beta, y,
+            C, T, n_blocks,
+            *x.stride(),
+            EPS=eps, BLOCK_T=block_t, num_warps=num_warps,
+        )
+    return y
+
+
+def snake_backward(grad: torch.Tensor, x: torch.Tensor, log_alpha: torch.Tensor,
+                   log_beta: torch.Tensor, eps: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_y, x) [B, C, T] -> grad_x [B, C, T] in x's dtype, grad_log_alpha and grad_log_beta [C] in float32."""
+    B, C, T = x.shape
+    grad_x = torch.empty((B, C, T), dtype=x.dtype, device=x.device)
+    if grad_x.numel() == 0:
+        zeros = torch.zeros(C, dtype=torch.float32, device=x.device)
+        return grad_x, zeros, zeros.clone()
+    block_t, n_blocks, num_warps = _launch_config(T)
+    n_partials = B * n_blocks
+    log_alpha, log_beta = log_alpha.contiguous(), log_beta.contiguous()
+    # One float32 partial per program; every slot is written, so no zeroing.
+    partial_alpha = torch.empty((C, n_partials), dtype=torch.float32, device=x.device)
+    partial_beta = torch.empty_like(partial_alpha)
+    with _device_guard(x):
+        _snake_bwd_kernel[(B * C * n_blocks,)](
+            grad, x, log_alpha, log_beta, grad_x, partial_alpha, partial_beta,
+            C, T, n_blocks, n_partials,
+            *grad.stride(),
+            *x.stride(),
+            EPS=eps, BLOCK_T=block_t, num_warps=num_warps,
+        )
+    # [C, B * n_blocks] -> [C], in a fixed order: deterministic
+    return grad_x, partial_alpha.sum(dim=-1), partial_beta.sum(dim=-1)
