@@ -93,6 +93,12 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> VAE:
             registry.component(kind, name)
         except LyraError:
             package = providers.get(f"{kind}/{name}", "an unknown package")
+            broken = [p for p in registry.failed_plugins() if p.distribution == package]
+            if broken:
+                raise LyraError(
+                    f"{source}: the model uses {kind} '{name}' from package '{package}', which is "
+                    f"installed but its {broken[0].label} failed to load: {broken[0].error}"
+                ) from None
             raise LyraError(
                 f"{source}: the model uses {kind} '{name}' from package '{package}', which is not "
                 f"installed or not registered; install it (pip install {package}) and retry"

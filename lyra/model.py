@@ -17,6 +17,7 @@ Nothing is remembered between the two calls.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -135,12 +136,21 @@ class VAE(nn.Module):
         """Regional compilation: `torch.compile` each encoder/decoder block in place.
 
         Each block is compiled on its own, so compile time grows with the number of distinct
-        block shapes, not with depth. Blocks from plugins that declare themselves not
-        compile-safe are left eager. Returns self.
+        block shapes, not with depth. A block holding a component registered with
+        ``compile_safe=False`` is left eager (with a warning). Returns self.
         """
-        for block in self.blocks():
-            if getattr(block, "lyra_compile_safe", True):
+        eager, unsafe = [], {}
+        for i, block in enumerate(self.blocks()):
+            found = registry.compile_unsafe(block)
+            if found:
+                eager.append(str(i))
+                unsafe.update((c.key, c) for c in found)
+            else:
                 block.compile(**compile_kwargs)
+        if eager:
+            names = ", ".join(f"{c.kind} '{c.name}' ({c.origin})" for c in unsafe.values())
+            warnings.warn(f"blocks {', '.join(eager)} of {len(self.blocks())} left eager: they hold "
+                          f"{names}, registered as not compile-safe", RuntimeWarning, stacklevel=2)
         return self
 
 
@@ -160,12 +170,9 @@ def _block_kwargs(cfg: ModelConfig) -> dict[str, Any]:
 
 def _create(cfg: ModelConfig, kind: str, name: str, **kwargs: Any) -> nn.Module:
     try:
-        module = registry.create(kind, name, **kwargs)
+        return registry.create(kind, name, **kwargs)  # checks that it built an nn.Module
     except LyraError as exc:
         raise LyraError(f"model.{kind}: {exc}") from None
-    if not isinstance(module, nn.Module):
-        raise LyraError(f"model.{kind}: component '{name}' built {type(module).__name__}, not an nn.Module")
-    return module
 
 
 def build_model(config: ModelConfig | dict | None = None, *, compile: bool = False,

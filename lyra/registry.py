@@ -1,6 +1,7 @@
 """The component registry: the one way blocks are found, for built-ins and plugins alike.
 
-A component is a factory (usually an `nn.Module` subclass) stored under a name within a kind:
+A component is an `nn.Module` factory (an `nn.Module` subclass, or a function returning a
+module) stored under a name within a kind:
 
     from lyra import registry
 
@@ -11,9 +12,25 @@ A component is a factory (usually an `nn.Module` subclass) stored under a name w
     registry.create("activation", "snake", channels=128)
 
 Lookup order: already registered -> the installed plugins of the ``lyra.plugins`` entry-point
-group, loaded once on the first miss (never at import) -> a `LyraError` listing what exists
-and which plugins were loaded. A plugin whose import fails is reported by its entry-point
-name and does not stop the others. ``LYRA_DISABLE_PLUGIN_AUTOLOAD=1`` turns autoloading off.
+group, loaded once on the first miss (never at import) -> a `LyraError` listing what exists,
+the closest name, and which plugins were loaded or failed. ``LYRA_DISABLE_PLUGIN_AUTOLOAD=1``
+turns autoloading off.
+
+A plugin is an entry point of that group in another installed package. It names either a
+function ``register(registry)`` that registers the plugin's components (preferred), or a
+module whose import registers them with the decorator above. While a plugin loads, what it
+registers is attributed to it (entry-point name and distribution, recorded in checkpoints).
+A plugin that fails -- raises on import, takes a name already registered, registers
+something that is not an `nn.Module` factory -- is rolled back whole and recorded with a
+one-line error naming it; the other plugins and the built-ins keep working, and the error
+is shown where it matters: in the unknown-name error, in `lyra plugins`, and as a warning
+when a name it contested is used. A plugin cannot replace a registered name, even with
+``override=True``: plugins load lazily, so the result would depend on what triggered loading.
+
+``compile_safe`` declares whether `torch.compile` may trace a component. `create` records on
+each module it builds which component built it, and `compile_unsafe(module)` lists the
+components inside a module that declared ``compile_safe=False``; `VAE.compile_blocks` leaves
+such blocks eager.
 
 The built-in components live in `lyra.blocks` and register themselves exactly the way a
 plugin does; they are imported lazily, on the first lookup, like plugins.
@@ -23,10 +40,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 import os
-from dataclasses import dataclass, field
-from importlib import metadata
+import warnings
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
+
+from torch import nn
 
 from lyra.errors import LyraError
 
@@ -35,6 +55,8 @@ AUTOLOAD_ENV = "LYRA_DISABLE_PLUGIN_AUTOLOAD"
 
 KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block")
 BUILTIN_MODULES = ("lyra.blocks",)
+BUILTIN_PROVIDER = "lyra"
+_TAG = "_lyra_components"  # attribute `create` sets on the modules it builds
 
 
 @dataclass(frozen=True)
@@ -46,13 +68,44 @@ class Component:
     factory: Callable[..., Any]
     provider: str  # distribution (package) name, or "lyra" for built-ins
     compile_safe: bool = True
+    plugin: str | None = None  # the entry point that registered it, if a plugin did
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+    @property
+    def origin(self) -> str:
+        """Who provided it, for messages: ``plugin 'example' (lyra-plugin-example)``."""
+        if self.plugin is not None:
+            return f"plugin '{self.plugin}' ({self.provider})"
+        return "lyra (built-in)" if self.provider == BUILTIN_PROVIDER else f"package '{self.provider}'"
 
 
-@dataclass
-class PluginFailure:
-    entry_point: str
-    value: str
-    error: str
+@dataclass(frozen=True)
+class Plugin:
+    """One entry point of the plugin group and what loading it did."""
+
+    name: str  # entry-point name
+    value: str  # "module:function" or "module"
+    distribution: str  # the installed package that declares it
+    version: str = ""
+    components: tuple[str, ...] = ()  # "kind/name" of what it registered
+    error: str | None = None  # one line, when loading failed (the plugin is then rolled back)
+    contested: str | None = None  # "kind/name" it failed to take because it was registered
+
+    @property
+    def label(self) -> str:
+        dist = f"{self.distribution} {self.version}" if self.version else self.distribution
+        return f"plugin '{self.name}' ({dist})"
+
+
+class NameTakenError(LyraError):
+    """Registering a name that is already registered."""
+
+    def __init__(self, message: str, key: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass
@@ -64,9 +117,8 @@ class Registry:
     )
     builtins_loaded: bool = False
     plugins_loaded: bool = False
-    loaded_plugins: list[str] = field(default_factory=list)
-    failed_plugins: list[PluginFailure] = field(default_factory=list)
-    _current_provider: str | None = None
+    plugins: list[Plugin] = field(default_factory=list)
+    _loading: Plugin | None = None  # the plugin being loaded: registrations are attributed to it
 
     # -- registration -----------------------------------------------------------------
     def register(
@@ -79,23 +131,29 @@ class Registry:
         compile_safe: bool = True,
         provider: str | None = None,
     ):
-        """Register `factory` as `name` of `kind`; usable as a decorator when `factory` is None."""
-        if kind not in self.components:
-            self.components[kind] = {}
+        """Register `factory` as `name` of `kind`; usable as a decorator when `factory` is None.
+
+        A taken name raises unless ``override=True`` (never while a plugin loads);
+        registering the same factory again under its name does nothing.
+        """
+        if not isinstance(name, str) or not name:
+            raise LyraError(f"cannot register a {kind} under the name {name!r}")
 
         def _add(obj: Callable[..., Any]) -> Callable[..., Any]:
-            if not callable(obj):
-                raise LyraError(f"cannot register {kind} '{name}': {obj!r} is not callable")
-            if not isinstance(name, str) or not name:
-                raise LyraError(f"cannot register a {kind} under the name {name!r}")
-            taken = self.components[kind].get(name)
-            if taken is not None and not override and taken.factory is not obj:
-                raise LyraError(
-                    f"{kind} '{name}' is already registered by {taken.provider}; "
-                    "pass override=True to replace it"
-                )
-            who = provider or self._current_provider or _module_provider(obj)
-            self.components[kind][name] = Component(kind, name, obj, who, compile_safe)
+            _check_factory(kind, name, obj)
+            taken = self.components.get(kind, {}).get(name)
+            if taken is not None and taken.factory is obj and not override:
+                return obj
+            if taken is not None and (self._loading is not None or not override):
+                fix = ("a plugin cannot replace a registered component; choose another name"
+                       if self._loading is not None else "pass override=True to replace it")
+                raise NameTakenError(f"{kind} '{name}' is already registered by {taken.origin}; {fix}",
+                                     f"{kind}/{name}")
+            plugin = self._loading
+            who = provider or (plugin.distribution if plugin else None) or _module_provider(obj)
+            self.components.setdefault(kind, {})[name] = Component(
+                kind, name, obj, who, compile_safe, plugin.name if plugin else None
+            )
             return obj
 
         return _add if factory is None else _add(factory)
@@ -113,24 +171,44 @@ class Registry:
             found = self.components.get(kind, {}).get(name)
         if found is None:
             raise LyraError(self._unknown_message(kind, name))
+        for plugin in self.failed_plugins:
+            if plugin.contested == found.key:
+                warnings.warn(f"{kind} '{name}' comes from {found.origin}; {plugin.label} also "
+                              "registers that name and was not loaded", RuntimeWarning, stacklevel=3)
         return found
 
     def get(self, kind: str, name: str) -> Callable[..., Any]:
         return self.component(kind, name).factory
 
-    def create(self, kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
-        return self.get(kind, name)(*args, **kwargs)
+    def create(self, kind: str, name: str, *args: Any, **kwargs: Any) -> nn.Module:
+        """Build the named component; what it builds must be an `nn.Module`."""
+        found = self.component(kind, name)
+        module = found.factory(*args, **kwargs)
+        if not isinstance(module, nn.Module):
+            raise LyraError(f"{kind} '{name}' from {found.origin} built a {type(module).__name__}, "
+                            "not an nn.Module; a component must be an nn.Module class or a function returning one")
+        setattr(module, _TAG, (*getattr(module, _TAG, ()), found))  # read by `compile_unsafe`
+        return module
 
     def names(self, kind: str) -> list[str]:
         self._ensure_builtins()
         return sorted(self.components.get(kind, {}))
 
     def list(self, load_plugins: bool = True) -> list[Component]:
-        """Every registered component, sorted by kind and name."""
+        """Every registered component, by kind (in model order) and name."""
         self._ensure_builtins()
         if load_plugins and not self.plugins_loaded and not _autoload_disabled():
             self.load_plugins()
-        return [c for kind in sorted(self.components) for _, c in sorted(self.components[kind].items())]
+        kinds = [*KINDS, *sorted(set(self.components) - set(KINDS))]
+        return [c for kind in kinds for _, c in sorted(self.components.get(kind, {}).items())]
+
+    @property
+    def loaded_plugins(self) -> list[str]:
+        return [p.name for p in self.plugins if p.error is None]
+
+    @property
+    def failed_plugins(self) -> list[Plugin]:
+        return [p for p in self.plugins if p.error is not None]
 
     # -- discovery --------------------------------------------------------------------
     def _ensure_builtins(self) -> None:
@@ -141,20 +219,57 @@ class Registry:
 
     def load_plugins(self) -> None:
         """Load every entry point of the plugin group once; failures are recorded, not raised."""
+        from importlib import metadata  # scanning installed packages costs time: only here
+
+        self._ensure_builtins()  # so a plugin taking a built-in's name is caught
         self.plugins_loaded = True
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            provider = ep.dist.name if ep.dist is not None else ep.name
-            self._current_provider = provider
-            try:
-                obj = ep.load()
-                if callable(obj) and not isinstance(obj, type):
-                    obj(self)  # an entry point may name a `register(registry)` hook
-                self.loaded_plugins.append(ep.name)
-            except Exception as exc:  # a broken plugin must not break the others
-                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                self.failed_plugins.append(PluginFailure(ep.name, ep.value, message))
-            finally:
-                self._current_provider = None
+        by_name = {p.name: p for p in self.plugins}
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.name, e.value)):
+            dist = getattr(ep, "dist", None)
+            record = Plugin(ep.name, ep.value, dist.name if dist else "unknown package",
+                            dist.version if dist else "")
+            if ep.name in by_name:
+                record = replace(record, error=f"entry-point name '{ep.name}' is already used by "
+                                               f"{by_name[ep.name].label}")
+            else:
+                record = self._load_plugin(ep, record)
+            by_name.setdefault(ep.name, record)
+            self.plugins.append(record)
+
+    def _load_plugin(self, ep: Any, record: Plugin) -> Plugin:
+        """Run one plugin; on any failure undo what it registered and return the error."""
+        before = {kind: dict(entries) for kind, entries in self.components.items()}
+        self._loading = record
+        try:
+            obj = ep.load()
+            if inspect.ismodule(obj):
+                pass  # importing it registered its components
+            elif callable(obj) and not isinstance(obj, type):
+                obj(self)  # a `register(registry)` hook
+            else:
+                raise LyraError(f"entry point '{ep.value}' is a {type(obj).__name__}; it must name "
+                                "a module or a register(registry) function")
+        except Exception as exc:  # a broken plugin must not break the others
+            self.components = before
+            return replace(record, error=_one_line(exc), contested=getattr(exc, "key", None))
+        finally:
+            self._loading = None
+        added = sorted(f"{kind}/{name}" for kind, entries in self.components.items()
+                       for name in entries if name not in before.get(kind, {}))
+        return replace(record, components=tuple(added))
+
+    # -- state (tests) ----------------------------------------------------------------
+    def snapshot(self) -> "Registry":
+        """A copy of the current state (built-ins loaded first), for `restore`."""
+        self._ensure_builtins()
+        return Registry({kind: dict(entries) for kind, entries in self.components.items()},
+                        self.builtins_loaded, self.plugins_loaded, list(self.plugins))
+
+    def restore(self, saved: "Registry") -> None:
+        self.components = {kind: dict(entries) for kind, entries in saved.components.items()}
+        self.builtins_loaded = saved.builtins_loaded
+        self.plugins_loaded = saved.plugins_loaded
+        self.plugins = list(saved.plugins)
 
     def _unknown_message(self, kind: str, name: str) -> str:
         if kind not in self.components:
@@ -165,14 +280,35 @@ class Registry:
         if close:
             msg += f" (did you mean '{close[0]}'?)"
         msg += f"; registered: {', '.join(known) or 'none'}"
-        if _autoload_disabled():
+        if not self.plugins_loaded and _autoload_disabled():
             msg += f"; plugin autoloading is off ({AUTOLOAD_ENV}=1)"
         else:
             msg += f"; plugins loaded: {', '.join(self.loaded_plugins) or 'none'}"
         if self.failed_plugins:
-            bad = ", ".join(f"{f.entry_point} ({f.error})" for f in self.failed_plugins)
+            bad = "; ".join(f"{p.label}: {p.error}" for p in self.failed_plugins)
             msg += f"; plugins that failed to load: {bad}"
         return msg
+
+
+def _check_factory(kind: str, name: str, obj: Any) -> None:
+    """A component must build an `nn.Module`: a subclass, or a function (checked in `create`)."""
+    what = f"cannot register {kind} '{name}'"
+    if isinstance(obj, nn.Module):
+        raise LyraError(f"{what}: got an nn.Module instance ({type(obj).__name__}); "
+                        "register its class or a function that builds one")
+    if isinstance(obj, type) and not issubclass(obj, nn.Module):
+        raise LyraError(f"{what}: class {obj.__qualname__} is not an nn.Module subclass")
+    if not callable(obj):
+        raise LyraError(f"{what}: {obj!r} is not callable; register an nn.Module class or a "
+                        "function returning one")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if isinstance(exc, LyraError):
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _autoload_disabled() -> bool:
@@ -183,9 +319,17 @@ def _module_provider(obj: Any) -> str:
     module = getattr(obj, "__module__", "") or ""
     top = module.split(".")[0]
     if top in ("lyra", "lyra_kernels"):
-        return "lyra"
+        return BUILTIN_PROVIDER
+    from importlib import metadata
+
     dists = metadata.packages_distributions().get(top)
     return dists[0] if dists else (top or "unknown")
+
+
+def compile_unsafe(module: nn.Module) -> list[Component]:
+    """The components inside `module` (built by `create`) that declared ``compile_safe=False``."""
+    seen = {c.key: c for m in module.modules() for c in getattr(m, _TAG, ())}
+    return [c for _, c in sorted(seen.items()) if not c.compile_safe]
 
 
 # The process-wide registry. Module-level functions below are the public interface.
@@ -204,7 +348,7 @@ def component(kind: str, name: str) -> Component:
     return REGISTRY.component(kind, name)
 
 
-def create(kind: str, name: str, *args: Any, **kwargs: Any) -> Any:
+def create(kind: str, name: str, *args: Any, **kwargs: Any) -> nn.Module:
     return REGISTRY.create(kind, name, *args, **kwargs)
 
 
@@ -214,3 +358,15 @@ def names(kind: str) -> list[str]:
 
 def list_components(load_plugins: bool = True) -> list[Component]:
     return REGISTRY.list(load_plugins)
+
+
+def plugins(load: bool = True) -> list[Plugin]:
+    """Every plugin entry point tried so far (loading them first, unless `load` is False)."""
+    if load:
+        REGISTRY.list(load_plugins=True)
+    return list(REGISTRY.plugins)
+
+
+def failed_plugins() -> list[Plugin]:
+    """The plugins that failed to load so far, with their one-line errors."""
+    return REGISTRY.failed_plugins
