@@ -26,6 +26,10 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
         sys.stdout.buffer.flush()
         return
     path = Path(path)
+    if _is_device(path):   # /dev/null, a FIFO: written in place (renaming onto it would replace it)
+        with open(path, "wb") as f:
+            yield f
+        return
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise LyraError(f"{path}: output directory {directory} does not exist")
@@ -50,6 +54,9 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Like `atomic_write`, for writers that want a file name (soundfile, torch.save)."""
     path = Path(path)
+    if _is_device(path):
+        yield path
+        return
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise LyraError(f"{path}: output directory {directory} does not exist")
@@ -65,6 +72,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
             os.unlink(tmp)
         raise
     _fsync_directory(directory)
+
+
+def _is_device(path: Path) -> bool:
+    """An existing character/block device, FIFO or socket: not a file to replace."""
+    return False
 
 
 def _fsync_directory(directory: Path) -> None:

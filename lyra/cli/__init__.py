@@ -21,16 +21,21 @@ app = typer.Typer(
 )
 
 # Command modules, each adding its commands to `app`.
+from lyra.cli import codec as _codec  # noqa: E402
+from lyra.cli import demo as _demo  # noqa: E402
 from lyra.cli import model as _model  # noqa: E402
+from lyra.cli import plugins as _plugins  # noqa: E402
+from lyra.cli import train as _train  # noqa: E402
 
-for _module in (_model,):
+for _module in (_model, _codec, _plugins, _train, _demo):
     _module.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app, turning user errors into one-line messages."""
     try:
-        app(args=argv, standalone_mode=False)
+        # standalone_mode=False: click returns a `typer.Exit` code instead of calling sys.exit
+        code = app(args=argv, standalone_mode=False)
     except LyraError as exc:
         print(f"lyra: error: {exc}", file=sys.stderr)
         return 1
@@ -49,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             print("lyra: aborted", file=sys.stderr)
             return 130
         raise
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

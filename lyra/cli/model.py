@@ -1,8 +1,7 @@
-"""Model commands: `lyra model-info`, `lyra init-checkpoint`, and the pre-training `lyra demo`."""
+"""Model commands: `lyra model-info`, `lyra init-checkpoint`."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -58,36 +57,6 @@ def init_checkpoint(
     typer.echo(f"wrote {out}")
 
 
-def demo(
-    seconds: Annotated[float, typer.Option(help="Length of the generated clip.")] = 3.0,
-) -> None:
-    """Build the default model and round-trip a generated clip through encode/decode."""
-    import torch
-
-    from lyra.config import ModelConfig
-    from lyra.model import build_model
-
-    torch.manual_seed(0)
-    for name, cfg in (("small", ModelConfig.small()), ("default", ModelConfig())):
-        model = build_model(cfg).eval()
-        n = sum(p.numel() for p in model.parameters())
-        T = int(seconds * cfg.sample_rate)
-        t = torch.arange(T) / cfg.sample_rate
-        x = 0.5 * torch.stack([torch.sin(2 * torch.pi * 220 * t), torch.sin(2 * torch.pi * 330 * t)])[None]
-        with torch.inference_mode():
-            start = time.perf_counter()
-            mean, logvar = model.encode(x)
-            mid = time.perf_counter()
-            y = model.decode(mean, T)
-            end = time.perf_counter()
-        typer.echo(
-            f"{name} model: {n:,} parameters; audio {list(x.shape)} -> latent {list(mean.shape)} -> "
-            f"audio {list(y.shape)}; encode {seconds / (mid - start):.2f}x realtime, "
-            f"decode {seconds / (end - mid):.2f}x realtime"
-        )
-
-
 def register(app: typer.Typer) -> None:
     app.command("model-info")(model_info)
     app.command("init-checkpoint")(init_checkpoint)
-    app.command("demo")(demo)

@@ -1,0 +1,1 @@
+"""Lyra's benchmark suite (pytest-benchmark): run with ``pytest benchmarks``; see BENCHMARKS.md."""

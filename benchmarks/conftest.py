@@ -1,0 +1,119 @@
+"""pytest configuration of the benchmark suite: ``pytest benchmarks [--lyra-size full]``.
+
+- collects ``bench_*.py`` files (the test suite's ``test_*.py`` pattern does not match them);
+- ``--lyra-size {small,full}`` picks the problem sizes (`benchmarks.sizes`);
+- orders each benchmark's variants so the eager baseline runs first (its figures are what
+  the others' `speedup_vs_eager` and `mem_ratio_vs_eager` divide by);
+- registers the activation ``snake_reference`` (the plain PyTorch formula) for the eager
+  variants, the way a plugin would, and removes it afterwards;
+- turns dynamo's silent fall-back to eager (recompile limit hit) into an error, so a
+  "compiled" figure is never an eager one;
+- pins glibc's allocator thresholds for the session (`benchmarks.memory`), so timings do not
+  depend on the order benchmarks run in;
+- adds the torch version, the device and the size to the saved run's ``machine_info``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import harness
+from benchmarks.memory import use_steady_allocator
+from benchmarks.sizes import SIZE_OPTION, Sizes, sizes_from_config
+from benchmarks.variants import BY_NAME, REFERENCE_ACTIVATION, ReferenceSnake
+from lyra import registry
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("lyra", "Lyra benchmarks")
+    group.addoption(
+        SIZE_OPTION, choices=("small", "full"), default="small",
+        help="problem sizes: 'small' (demo model, short clips; a few minutes on a 2-core CPU) "
+             "or 'full' (the design document's model, batch 4 x 40960 samples; for GPUs)",
+    )
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector):
+    # A file named on the command line is collected by pytest itself, whatever its name.
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
+            and not parent.session.isinitpath(file_path)):
+        return pytest.Module.from_parent(parent, path=file_path)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Eager first within each benchmark, otherwise keeping the collected order."""
+    rank = {name: i for i, name in enumerate(BY_NAME)}
+    first: dict[tuple, int] = {}
+    keys = []
+    for index, item in enumerate(items):
+        params = dict(getattr(getattr(item, "callspec", None), "params", {}))
+        variant = params.pop("variant", None)
+        group = (str(item.path), getattr(item, "originalname", item.name),
+                 tuple(sorted((k, str(v)) for k, v in params.items())))
+        first.setdefault(group, index)
+        name = getattr(variant, "name", None)
+        keys.append((first[group], rank.get(name, -1), index))
+    order = sorted(range(len(items)), key=keys.__getitem__)
+    items[:] = [items[i] for i in order]
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    device = _device()
+    return [f"lyra benchmarks: size {config.getoption(SIZE_OPTION)}, device {harness.describe(device)}, "
+            f"torch {torch.__version__}"]
+
+
+def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
+    device = _device()
+    machine_info["lyra"] = {
+        "size": config.getoption(SIZE_OPTION),
+        "device": harness.describe(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+    }
+
+
+def _device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    return _device()
+
+
+@pytest.fixture(scope="session")
+def bench_sizes(pytestconfig: pytest.Config) -> Sizes:
+    return sizes_from_config(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def baselines() -> harness.Baselines:
+    return harness.Baselines()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reference_activation():
+    """Register ``snake_reference`` for the session (unless lyra already provides it)."""
+    saved = registry.REGISTRY.snapshot()
+    if REFERENCE_ACTIVATION not in registry.names("activation"):
+        registry.register("activation", REFERENCE_ACTIVATION, ReferenceSnake)
+    yield
+    registry.REGISTRY.restore(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def steady_allocator() -> None:
+    use_steady_allocator()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def strict_compilation():
+    import torch._dynamo
+
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        yield

@@ -1,0 +1,123 @@
+"""One measured benchmark: warm up (compile), peak memory of one call, timed rounds, extra_info.
+
+Every benchmark in the suite goes through `run`, so every saved result carries the same
+`extra_info` keys:
+
+    variant, device            what ran where
+    throughput, throughput_unit  work per second of the median round ("audio s/s" or "GB/s")
+    median_s                   the median round, in seconds
+    peak_mem_bytes, peak_mem_method, peak_mem_growth_bytes   see `benchmarks.memory`
+    speedup_vs_eager           eager median / this median     (same group, same session)
+    mem_ratio_vs_eager         this peak / eager peak         (same group, same session)
+
+The eager variant of a group runs first (`conftest.py` orders the items) and leaves its
+figures in the session's `Baselines`; the other variants of the group divide by them. A
+variant whose eager run is not in the session (deselected, failed) gets ``None`` ratios;
+`tools/bench_report.py` recomputes the ratios from the saved JSON either way.
+
+Compile time is paid in the warm-up calls, outside the timed rounds. Each timed round is one
+call; on CUDA the call ends with a synchronize, so the GPU's work is inside the round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from benchmarks.memory import measure_peak_memory
+from benchmarks.variants import EAGER, Variant
+
+
+@dataclass(frozen=True)
+class Work:
+    """What one call does, in the unit its throughput is quoted in."""
+
+    amount: float  # seconds of audio, or gigabytes moved
+    unit: str      # "audio s/s" or "GB/s"
+
+
+@dataclass(frozen=True)
+class Result:
+    median_s: float | None   # None when timing is off (--benchmark-disable)
+    throughput: float | None
+    peak_mem_bytes: int | None
+
+
+@dataclass
+class Baselines:
+    """Per session: the eager result of each group, and the measured copy bandwidths."""
+
+    eager: dict[str, Result] = field(default_factory=dict)
+    copy_gbps: dict[str, float] = field(default_factory=dict)  # keyed by the copy group
+
+
+def run(benchmark: Any, fn: Callable[[], object], *, group: str, variant: Variant, work: Work,
+        device: torch.device, baselines: Baselines, rounds: int, warmup: int = 1,
+        info: dict[str, Any] | None = None) -> Result:
+    """Benchmark `fn` (one call = `work`) and record it; returns what was measured."""
+    call = _synchronized(fn, device)
+    benchmark.group = group
+    benchmark.extra_info.update(variant=variant.name, device=describe(device), **(info or {}))
+
+    for _ in range(warmup):  # compilation and first-call allocations happen here
+        call()
+    memory = measure_peak_memory(call, device)
+    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
+
+    stats = benchmark.stats.stats if benchmark.stats is not None else None
+    median = stats.median if stats else None
+    result = Result(median, work.amount / median if median else None, memory.peak_bytes)
+    benchmark.extra_info.update(
+        throughput=result.throughput, throughput_unit=work.unit, work_per_call=work.amount,
+        median_s=median, peak_mem_bytes=memory.peak_bytes,
+        peak_mem_growth_bytes=memory.growth_bytes, peak_mem_method=memory.method,
+    )
+    if variant == EAGER:
+        baselines.eager[group] = result
+    eager = baselines.eager.get(group)
+    benchmark.extra_info.update(
+        speedup_vs_eager=_ratio(eager.median_s if eager else None, median),
+        mem_ratio_vs_eager=_ratio(memory.peak_bytes, eager.peak_mem_bytes if eager else None),
+    )
+    return result
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    if device.type != "cuda":
+        return fn
+
+    def call() -> None:
+        fn()
+        torch.cuda.synchronize(device)
+
+    return call
+
+
+def _ratio(num: float | None, den: float | None) -> float | None:
+    if num is None or den is None or den == 0:
+        return None
+    return num / den
+
+
+def check_matches(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str) -> None:
+    """Fail unless ``||actual - expected|| <= tol * ||expected||``: a variant that is fast
+    because it computes something else must not produce a figure."""
+    actual, expected = actual.detach().float(), expected.detach().float()
+    assert actual.shape == expected.shape, f"{what}: shape {list(actual.shape)} != {list(expected.shape)}"
+    err = torch.linalg.vector_norm(actual - expected).item()
+    ref = torch.linalg.vector_norm(expected).item()
+    assert err <= tol * max(ref, 1e-12), f"{what}: relative error {err / max(ref, 1e-12):.2e} > {tol:.0e}"
+
+
+def matmul_tolerance(device: torch.device) -> float:
+    """Relative tolerance between two fp32 implementations of the same convolutions
+    (TF32 convolutions on CUDA)."""
+    return 1e-2 if device.type == "cuda" else 1e-4

@@ -1,0 +1,456 @@
+"""Audio files in and out: soundfile (libsndfile) for the files, torchaudio for resampling.
+
+Reading takes WAV, FLAC, OGG/Vorbis, MP3 (and anything else libsndfile reads) at any sample
+rate and bit depth, from a file or from standard input, in blocks so that a file of any length
+streams through in constant memory:
+
+    with open_audio("song.mp3") as src:                      # or "-" for stdin
+        for block in conform(src, 44100, 2, downmix=False):  # [2, n] float32 at 44.1 kHz
+            ...
+
+`conform` maps channels (mono is duplicated; more channels than the model's is an error unless
+`downmix`, which averages all channels and duplicates the mix) and resamples with
+`torchaudio.functional.resample`, streamed so that the result equals resampling the whole file.
+Every block is checked for NaN/Inf; a file without samples is an error.
+
+Writing produces WAV or FLAC, atomically (`lyra.atomic`), or a WAV/FLAC stream on stdout:
+
+    with AudioWriter("out.wav", 44100, 2) as out:
+        out.write(block)                                     # [C, n]
+
+Standard input is read as it arrives when it is WAV or OGG (libsndfile reads those from a
+pipe); other formats on a pipe (FLAC, MP3) need seeking, so they are first spooled to an
+anonymous temporary file. A WAV stream on stdout whose length is not known in advance gets
+the usual 0xFFFFFFFF "unknown size" header, as ffmpeg and sox write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import stat
+import struct
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import numpy as np
+import soundfile
+import torch
+
+from lyra.atomic import atomic_path
+from lyra.errors import LyraError
+from lyra.streaming import Context, OverlapStream, run_stream
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")   # picked from folders
+WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+SUBTYPES = ("PCM_16", "PCM_24", "FLOAT")
+BLOCK_FRAMES = 1 << 16
+STDIN = "-"
+# Formats libsndfile reads from a pipe (no seeking); anything else on a pipe is spooled first.
+_PIPE_MAGIC = (b"RIFF", b"OggS")   # (libsndfile misreads RF64 from a pipe: spooled)
+# The resampler's polyphase kernel is [new', 1, orig' + 2*width] for coprime orig':new'; cap it.
+_MAX_RESAMPLE_KERNEL = 1 << 25
+
+
+# ---------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------
+class AudioSource:
+    """An opened audio file (or stdin): its format, and its samples as checked blocks."""
+
+    def __init__(self, sf: soundfile.SoundFile, name: str, stack: contextlib.ExitStack) -> None:
+        self._sf, self.name, self._stack = sf, name, stack
+        self.sample_rate: int = sf.samplerate
+        self.channels: int = sf.channels
+        self.format: str = sf.format
+        self.subtype: str = sf.subtype
+        self.frames_read = 0
+
+    def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[torch.Tensor]:
+        """[channels, n] float32 blocks until the end; NaN/Inf and empty files are errors."""
+        while True:
+            try:
+                data = self._sf.read(block_frames, dtype="float32", always_2d=True)  # [n, C]
+            except (soundfile.LibsndfileError, RuntimeError) as exc:
+                raise LyraError(f"{self.name}: cannot read audio after sample {self.frames_read} ({_reason(exc)})") from None
+            if len(data) == 0:
+                break
+            block = torch.from_numpy(np.ascontiguousarray(data.T))                  # [n, C] -> [C, n]
+            _check_finite(block, self.frames_read, self.sample_rate, self.name)
+            self.frames_read += block.shape[-1]
+            yield block
+        if self.frames_read == 0:
+            raise LyraError(f"{self.name}: contains no audio samples (header only or empty stream)")
+
+    def read_all(self) -> torch.Tensor:
+        """The whole file as one [channels, T] tensor."""
+        return torch.cat(list(self.blocks()), dim=-1)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> "AudioSource":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_audio(path: str | Path) -> AudioSource:
+    """Open an audio file for reading, or standard input for ``"-"``."""
+    if str(path) == STDIN:
+        return open_audio_fd(sys.stdin.fileno(), "<stdin>")
+    path = Path(path)
+    if not path.exists():
+        raise LyraError(f"{path}: no such file")
+    if path.is_dir():
+        raise LyraError(f"{path}: is a directory, not an audio file")
+    if path.stat().st_size == 0:
+        raise LyraError(f"{path}: empty file (0 bytes), not audio")
+    stack = contextlib.ExitStack()
+    try:
+        with _quiet_stderr():   # libmpg123 prints probing notes to fd 2 on non-audio input
+            sf = stack.enter_context(soundfile.SoundFile(path))
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        stack.close()
+        raise LyraError(f"{path}: not a readable audio file ({_reason(exc)})") from None
+    return AudioSource(sf, str(path), stack)
+
+
+def open_audio_fd(fd: int, name: str) -> AudioSource:
+    """Open audio arriving on file descriptor `fd` (a file, or a pipe: see the module doc)."""
+    stack = contextlib.ExitStack()
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            if os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR) <= 0:
+                raise LyraError(f"{name}: empty input (0 bytes), not audio")
+            source: int | BinaryIO = fd
+        else:
+            head = _read_exactly(fd, 4)
+            if not head:
+                raise LyraError(f"{name}: empty input (0 bytes), not audio")
+            if head in _PIPE_MAGIC:
+                source = _relay(fd, head)             # read as it arrives
+                stack.callback(_close_fd, source)
+            else:
+                source = stack.enter_context(tempfile.TemporaryFile(prefix="lyra-stdin-"))
+                source.write(head)
+                with open(fd, "rb", closefd=False) as f:
+                    shutil.copyfileobj(f, source, 1 << 20)
+                source.seek(0)
+        with _quiet_stderr():
+            sf = stack.enter_context(soundfile.SoundFile(source, closefd=False))
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        stack.close()
+        raise LyraError(f"{name}: not readable audio ({_reason(exc)})") from None
+    except BaseException:
+        stack.close()
+        raise
+    return AudioSource(sf, name, stack)
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        more = os.read(fd, n - len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _relay(fd: int, head: bytes) -> int:
+    """A pipe that yields `head` and then everything else from `fd` (so libsndfile sees the
+    bytes we peeked at). A daemon thread copies; it stops when either side closes."""
+    r, w = os.pipe()
+
+    def copy() -> None:
+        with contextlib.suppress(OSError), open(w, "wb") as out:
+            out.write(head)
+            while chunk := os.read(fd, 1 << 16):
+                out.write(chunk)
+
+    threading.Thread(target=copy, name="lyra-stdin-relay", daemon=True).start()
+    return r
+
+
+def _close_fd(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence file descriptor 2 (C libraries' chatter) for the duration; Python's own
+    sys.stderr is unaffected if it is not fd 2 (as under pytest's capture)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "error_string", None) or str(exc)
+    reason = reason.strip().rstrip(".")
+    if reason.startswith("File does not exist or is not a regular file"):
+        return "unrecognised or damaged audio data"   # libsndfile's message after a failed MP3 probe
+    return reason or type(exc).__name__
+
+
+def _check_finite(block: torch.Tensor, offset: int, sample_rate: int, name: str) -> None:
+    bad = ~torch.isfinite(block)                                   # [C, n]
+    if bad.any():
+        channel, index = (int(i) for i in bad.nonzero()[0])
+        value = block[channel, index].item()
+        at = offset + index
+        raise LyraError(
+            f"{name}: sample {at} ({_clock(at / sample_rate)}) of channel {channel + 1} is {value}; "
+            "audio must be finite"
+        )
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(seconds, 60)
+    return f"{int(minutes)}:{seconds:06.3f}"
+
+
+# ---------------------------------------------------------------------------------------
+# Channels and sample rate
+# ---------------------------------------------------------------------------------------
+def check_channels(have: int, want: int, downmix: bool, name: str) -> None:
+    """Raise unless `have` channels can become `want` (see `map_channels`)."""
+    if have == want or have == 1:
+        return
+    if have > want and downmix:
+        return
+    if have > want:
+        raise LyraError(
+            f"{name}: has {have} channels but the model takes {want}; pass --downmix to mix them down"
+        )
+    raise LyraError(f"{name}: has {have} channels; the model takes {want} (or mono, which is duplicated)")
+
+
+def mix_channels(x: torch.Tensor, want: int, downmix: bool) -> torch.Tensor:
+    """[C, n] -> [C or 1, n]: the downmix (mean of all channels) when asked and needed."""
+    if x.shape[0] > want and downmix:
+        return x.mean(dim=0, keepdim=True)   # [C, n] -> [1, n]
+    return x
+
+
+def expand_channels(x: torch.Tensor, want: int) -> torch.Tensor:
+    """[1 or want, n] -> [want, n]: mono is duplicated."""
+    return x.expand(want, -1) if x.shape[0] == 1 and want > 1 else x
+
+
+def resampled_length(length: int, orig: int, new: int) -> int:
+    """Samples `resample` returns for `length` input samples."""
+    g = math.gcd(orig, new)
+    return math.ceil(length * (new // g) / (orig // g))
+
+
+def resample(x: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """[..., T] at `orig` Hz -> [..., resampled_length(T)] at `new` Hz (torchaudio's sinc)."""
+    if orig == new:
+        return x
+    import torchaudio.functional
+
+    _check_ratio(orig, new)
+    return torchaudio.functional.resample(x, orig, new)
+
+
+def resample_stream(blocks: Iterator[torch.Tensor], orig: int, new: int) -> Iterator[torch.Tensor]:
+    """`resample` over a stream of [C, n] blocks; the concatenation equals resampling the whole.
+
+    torchaudio's resampler is a polyphase filter: with g = gcd, each group of new/g outputs
+    depends on one group of orig/g inputs plus `width` samples either side, so groups are the
+    steps of an `OverlapStream`.
+    """
+    if orig == new:
+        yield from blocks
+        return
+    _check_ratio(orig, new)
+    g = math.gcd(orig, new)
+    in_step, out_step = orig // g, new // g
+    steps = math.ceil(_resample_width(in_step, out_step) / in_step)
+    chunk = max(1, math.ceil(orig / in_step))   # about one second of input per segment
+
+    def run(segment: torch.Tensor, keep: slice) -> torch.Tensor:
+        stop = None if keep.stop is None else keep.stop * out_step
+        return resample(segment, orig, new)[..., keep.start * out_step:stop]
+
+    stream = OverlapStream(run, in_step, Context(steps, steps), chunk)
+    yield from run_stream(stream, blocks)
+
+
+def _resample_width(orig: int, new: int, lowpass_filter_width: int = 6, rolloff: float = 0.99) -> int:
+    """torchaudio's sinc kernel half-width in input samples (for coprime orig:new)."""
+    return math.ceil(lowpass_filter_width * orig / (min(orig, new) * rolloff))
+
+
+def _check_ratio(orig: int, new: int) -> None:
+    g = math.gcd(orig, new)
+    o, n = orig // g, new // g
+    if n * (o + 2 * _resample_width(o, n)) > _MAX_RESAMPLE_KERNEL:
+        raise LyraError(f"cannot resample {orig} Hz to {new} Hz: the rates' ratio ({o}:{n}) is too irregular")
+
+
+def conform(source: AudioSource, sample_rate: int, channels: int, downmix: bool = False,
+            block_frames: int = BLOCK_FRAMES) -> Iterator[torch.Tensor]:
+    """The source's blocks as [channels, n] float32 at `sample_rate` (streamed)."""
+    check_channels(source.channels, channels, downmix, source.name)
+    mixed = (mix_channels(b, channels, downmix) for b in source.blocks(block_frames))
+    for block in resample_stream(mixed, source.sample_rate, sample_rate):
+        yield expand_channels(block, channels)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What an encoded file remembers about its source."""
+
+    sample_rate: int
+    channels: int
+    frames: int
+
+
+def load_audio(path: str | Path, sample_rate: int, channels: int, downmix: bool = False) -> tuple[torch.Tensor, AudioInfo]:
+    """A whole file as [channels, T] at `sample_rate` (offline: resampled in one go)."""
+    with open_audio(path) as src:
+        check_channels(src.channels, channels, downmix, src.name)
+        x = mix_channels(src.read_all(), channels, downmix)          # [C', T_src]
+        info = AudioInfo(src.sample_rate, src.channels, src.frames_read)
+    x = resample(x, info.sample_rate, sample_rate)                  # [C', T_src] -> [C', T]
+    return expand_channels(x, channels).contiguous(), info
+
+
+# ---------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------
+def output_format(path: str | Path, fmt: str | None) -> str:
+    """'WAV' or 'FLAC', from `fmt` or else the path's suffix (stdout defaults to WAV)."""
+    if fmt is not None:
+        if fmt.upper() not in WRITE_FORMATS.values():
+            raise LyraError(f"--format: expected wav or flac, got {fmt!r}")
+        return fmt.upper()
+    if str(path) == "-":
+        return "WAV"
+    suffix = Path(path).suffix.lower()
+    if suffix not in WRITE_FORMATS:
+        raise LyraError(f"{path}: decoded audio is written as .wav or .flac, not {suffix or 'no suffix'!r}")
+    return WRITE_FORMATS[suffix]
+
+
+class AudioWriter:
+    """Write [C, n] float blocks to a WAV/FLAC file (atomically) or to stdout (``"-"``).
+
+    PCM subtypes clip to [-1, 1]; `clipped` counts the samples that were clipped. `frames`
+    (if known) lets a WAV on stdout carry its true length.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int, channels: int, subtype: str = "PCM_16",
+                 fmt: str | None = None, frames: int | None = None) -> None:
+        self.path, self.sample_rate, self.channels = str(path), sample_rate, channels
+        self.format = output_format(path, fmt)
+        subtype = subtype.upper()
+        if subtype not in SUBTYPES:
+            raise LyraError(f"--subtype: expected one of {', '.join(SUBTYPES)}, got {subtype!r}")
+        if self.format == "FLAC" and subtype == "FLOAT":
+            raise LyraError(f"{path}: FLAC stores integers; use --subtype PCM_16 or PCM_24 (or write .wav)")
+        self.subtype, self.frames = subtype, frames
+        self.clipped = 0
+        self.written = 0
+        self._stack = contextlib.ExitStack()
+        self._sink: soundfile.SoundFile | _WavStream | None = None
+
+    def __enter__(self) -> "AudioWriter":
+        try:
+            if self.path == "-" and self.format == "WAV":
+                self._sink = _WavStream(sys.stdout.buffer, self.sample_rate, self.channels, self.subtype, self.frames)
+            elif self.path == "-":
+                self._sink = self._stack.enter_context(soundfile.SoundFile(
+                    sys.stdout.fileno(), "w", self.sample_rate, self.channels, self.subtype,
+                    format=self.format, closefd=False))
+            else:
+                tmp = self._stack.enter_context(atomic_path(self.path))
+                self._sink = self._stack.enter_context(soundfile.SoundFile(
+                    tmp, "w", self.sample_rate, self.channels, self.subtype, format=self.format))
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            self._stack.close()
+            raise LyraError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def write(self, block: torch.Tensor) -> None:
+        data = block.detach().float().cpu().numpy().T                      # [C, n] -> [n, C]
+        if self.subtype != "FLOAT":
+            over = np.abs(data) > 1.0
+            if over.any():
+                self.clipped += int(over.sum())
+                data = np.clip(data, -1.0, 1.0)
+        try:
+            self._sink.write(np.ascontiguousarray(data))
+        except (soundfile.LibsndfileError, RuntimeError) as exc:
+            raise LyraError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+        self.written += data.shape[0]
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if isinstance(self._sink, _WavStream):
+                self._sink.close()
+            self._stack.close()     # closes the sound file, then renames it into place
+        else:
+            self._stack.__exit__(exc_type, exc, tb)   # removes the temporary file
+
+
+class _WavStream:
+    """A WAV written front to back (no seeking): for stdout, where libsndfile cannot."""
+
+    _FORMATS = {"PCM_16": (1, 16), "PCM_24": (1, 24), "FLOAT": (3, 32)}
+
+    def __init__(self, f: BinaryIO, sample_rate: int, channels: int, subtype: str, frames: int | None) -> None:
+        self.f, self.subtype = f, subtype
+        tag, bits = self._FORMATS[subtype]
+        block_align = channels * bits // 8
+        size = 0xFFFFFFFF if frames is None else frames * block_align
+        riff = 0xFFFFFFFF if frames is None else 36 + size
+        f.write(b"RIFF" + struct.pack("<I", riff) + b"WAVE")
+        f.write(b"fmt " + struct.pack("<IHHIIHH", 16, tag, channels, sample_rate,
+                                      sample_rate * block_align, block_align, bits))
+        f.write(b"data" + struct.pack("<I", size))
+
+    def write(self, data: np.ndarray) -> None:   # [n, C] float32 in [-1, 1] for PCM
+        if self.subtype == "FLOAT":
+            raw = data.astype("<f4").tobytes()
+        elif self.subtype == "PCM_16":
+            raw = np.round(data * 32767).astype("<i2").tobytes()
+        else:
+            ints = np.round(data * 8388607).astype("<i4")                  # [n, C]
+            raw = ints.reshape(-1, 1).view(np.uint8)[:, :3].tobytes()       # low 3 bytes of each
+        self.f.write(raw)
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.flush()
+
+
+def write_audio(path: str | Path, audio: torch.Tensor, sample_rate: int, subtype: str = "PCM_16",
+                fmt: str | None = None) -> AudioWriter:
+    """Write a whole [C, T] tensor; returns the (closed) writer for its `clipped` count."""
+    with AudioWriter(path, sample_rate, audio.shape[0], subtype, fmt, frames=audio.shape[-1]) as out:
+        out.write(audio)
+    return out

@@ -1,0 +1,327 @@
+"""Chunked (streaming) encode and decode that equal the whole-signal results.
+
+The model is non-causal: a latent frame depends on audio on both sides of it, and an audio
+sample on latent frames on both sides. Streaming therefore runs the model on overlapping
+segments and crops the overlap away:
+
+    input   |<- left ctx ->|<------ core: N steps ------>|<- right ctx ->|
+    output                 |<- kept: the core's outputs ->|
+
+The context on each side is the model's receptive field, computed from its convolution layers
+(`receptive_field`), never hard-coded. Segment boundaries fall on whole steps (a hop of audio
+per latent frame) so every strided layer stays in phase with the whole-signal computation. A
+segment that starts at the beginning of the signal, or ends at its end, sees exactly the zero
+padding the whole-signal pass sees, so the edges of the signal need no special case; interior
+segment edges are wrong only within the receptive field, which is what gets cropped. Hence
+streamed == offline up to float rounding, for any chunk size.
+
+`OverlapStream` is that mechanism for any step-aligned local operator (the encoder, the
+decoder, and the resampler in `lyra.audio`). Memory is bounded by one segment, whatever the
+length of the stream.
+
+    for frames in encode_stream(model, audio_blocks, chunk_frames=200): ...   # [D, n] each
+    for audio in decode_stream(model, latent_blocks, chunk_frames=200, length=T): ...
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Iterable, Iterator
+
+import torch
+from torch import nn
+
+from lyra.errors import LyraError
+from lyra.model import VAE
+
+# Layers that mix time other than through the convolutions this module understands. A model
+# containing one of these has no receptive field we can compute; say so instead of guessing.
+_UNSUPPORTED_TEMPORAL = (nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
+                         nn.AdaptiveMaxPool1d, nn.Upsample, nn.RNNBase, nn.MultiheadAttention,
+                         nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+@dataclass(frozen=True)
+class Context:
+    """How far outputs depend on inputs beyond the span they cover, on each side (in steps)."""
+
+    left: int
+    right: int
+
+
+# ---------------------------------------------------------------------------------------
+# Receptive field
+# ---------------------------------------------------------------------------------------
+def receptive_field(module: nn.Module, probe: torch.Tensor, signal_axis: str) -> tuple[int, int]:
+    """Samples of signal context (left, right) that `module`'s outputs need, from its conv layers.
+
+    Runs `module` once on `probe` with hooks that record each `Conv1d`/`ConvTranspose1d`
+    input and output length. Lengths give every layer's scale `S` (signal samples per
+    position: the module's input for an encoder, its output for a decoder, as `signal_axis`
+    says), and each layer widens the dependency window of a position by (in signal samples):
+
+        Conv1d(k, s, d, p)           left p*S_in            right ((k-1)d - p - (s-1))*S_in
+        ConvTranspose1d(k, s, d, p)  left ((k-1)d - p)*S_out right (p + s - 1)*S_out
+
+    Windows compose additively, and a residual branch's window contains the skip's, so the sum
+    over all conv layers bounds the true receptive field from above (tight for a chain; a
+    block with parallel branches is over-counted, which is safe). Other layers are assumed
+    pointwise in time; a model containing a known time-mixing layer of another kind is refused.
+    """
+    for sub in module.modules():
+        if isinstance(sub, _UNSUPPORTED_TEMPORAL):
+            raise LyraError(
+                f"cannot compute the receptive field: the model contains a {type(sub).__name__}, "
+                "which streaming does not understand; encode/decode without --stream"
+            )
+    records: list[tuple[nn.Module, int, int]] = []
+
+    def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        records.append((mod, args[0].shape[-1], out.shape[-1]))
+
+    convs = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+    handles = [m.register_forward_hook(hook) for m in convs]
+    try:
+        with torch.inference_mode():
+            out = module(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    signal = probe.shape[-1] if signal_axis == "input" else out.shape[-1]
+    left = right = Fraction(0)
+    for conv, n_in, n_out in records:
+        (k,), (s,), (d,) = conv.kernel_size, conv.stride, conv.dilation
+        span = (k - 1) * d
+        p = _left_padding(conv, span)
+        if isinstance(conv, nn.ConvTranspose1d):
+            scale = Fraction(signal, n_out)
+            left += max(0, span - p) * scale
+            right += max(0, p + s - 1) * scale
+        else:
+            scale = Fraction(signal, n_in)
+            left += max(0, p) * scale
+            right += max(0, span - p - (s - 1)) * scale
+    return math.ceil(left), math.ceil(right)
+
+
+def _left_padding(conv: nn.Module, span: int) -> int:
+    if conv.padding == "same":
+        return span // 2
+    if conv.padding == "valid":
+        return 0
+    return conv.padding[0]
+
+
+def encoder_context(model: VAE) -> Context:
+    """Audio frames (hops) of context each latent frame needs on each side."""
+    hop, param = model.hop_length, next(model.parameters())
+    probe = torch.zeros(1, model.config.channels, 2 * hop, device=param.device, dtype=param.dtype)
+    left, right = receptive_field(model.encoder, probe, "input")
+    return Context(math.ceil(left / hop), math.ceil(right / hop))
+
+
+def decoder_context(model: VAE) -> Context:
+    """Latent frames of context each decoded hop of audio needs on each side."""
+    hop, param = model.hop_length, next(model.parameters())
+    probe = torch.zeros(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype)
+    left, right = receptive_field(model.decoder, probe, "output")
+    return Context(math.ceil(left / hop), math.ceil(right / hop))
+
+
+# ---------------------------------------------------------------------------------------
+# Overlap-and-crop over a stream
+# ---------------------------------------------------------------------------------------
+class OverlapStream:
+    """Apply a local, step-aligned operator to a stream in overlapping segments.
+
+    ``fn(segment, keep)`` runs the operator on a segment of ``n * in_step`` input samples
+    (last axis; the final segment may be any length: it ends where the signal ends) and
+    returns its outputs for the output steps `keep` (a `slice` relative to the segment's
+    first output step; ``keep.stop`` is None on the final segment: everything to the end).
+    `context` is in steps; `chunk` is the number of output steps per segment (the "core").
+    `push` blocks of any size, then `finish`.
+    """
+
+    def __init__(self, fn: Callable[[torch.Tensor, slice], torch.Tensor], in_step: int,
+                 context: Context, chunk: int) -> None:
+        if chunk < 1:
+            raise LyraError(f"chunk must be at least one step, got {chunk}")
+        self.fn, self.in_step = fn, in_step
+        self.context, self.chunk = context, chunk
+        self._pieces: list[torch.Tensor] = []   # buffered input, starting at self._start
+        self._buffered = 0
+        self._start = 0                          # absolute input index of the buffer (step-aligned)
+        self._next = 0                           # next output step to emit
+        self._finished = False
+
+    @property
+    def buffered(self) -> int:
+        """Input samples held right now (bounded by one segment plus one pushed block)."""
+        return self._buffered
+
+    def push(self, block: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Add input; yield every output chunk that is now fully determined."""
+        if self._finished:
+            raise RuntimeError("push after finish")
+        if block.shape[-1] == 0:
+            return
+        self._pieces.append(block)
+        self._buffered += block.shape[-1]
+        need = (self._next + self.chunk + self.context.right) * self.in_step  # input end required
+        while self._start + self._buffered >= need:
+            yield self._run(need, self.chunk)
+            self._next += self.chunk
+            self._drop_before(max(0, self._next - self.context.left) * self.in_step)
+            need = (self._next + self.chunk + self.context.right) * self.in_step
+
+    def finish(self) -> Iterator[torch.Tensor]:
+        """The input has ended: yield the outputs that remain."""
+        self._finished = True
+        end = self._start + self._buffered
+        if end > self._next * self.in_step:
+            yield self._run(end, None)
+        self._pieces, self._buffered = [], 0
+
+    def _run(self, end: int, steps: int | None) -> torch.Tensor:
+        first = max(0, self._next - self.context.left)                     # segment's first step
+        buffer = torch.cat(self._pieces, dim=-1) if len(self._pieces) > 1 else self._pieces[0]
+        self._pieces = [buffer]
+        segment = buffer[..., first * self.in_step - self._start:end - self._start]
+        offset = self._next - first
+        return self.fn(segment, slice(offset, None if steps is None else offset + steps))
+
+    def _drop_before(self, index: int) -> None:
+        buffer = self._pieces[0]                  # _run left one piece
+        cut = index - self._start
+        if cut > 0:
+            # A view: the next push's torch.cat copies it into a fresh, compact buffer.
+            self._pieces = [buffer[..., cut:]]
+            self._buffered -= cut
+            self._start = index
+
+
+def run_stream(stream: OverlapStream, blocks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """Feed every block to `stream`, then finish it; yield the outputs in order."""
+    for block in blocks:
+        yield from stream.push(block)
+    yield from stream.finish()
+
+
+# ---------------------------------------------------------------------------------------
+# The codec
+# ---------------------------------------------------------------------------------------
+def encode_stream(model: VAE, blocks: Iterable[torch.Tensor], chunk_frames: int) -> Iterator[torch.Tensor]:
+    """Posterior means, chunk by chunk: [C, n] audio blocks -> [D, f] latent blocks.
+
+    The concatenated output equals ``model.encode(whole)[0][0]`` (ceil(T / hop) frames).
+    """
+    param = next(model.parameters())
+
+    def encode(segment: torch.Tensor, keep: slice) -> torch.Tensor:
+        x = segment.to(device=param.device, dtype=param.dtype)[None]   # [C, n] -> [1, C, n]
+        with torch.inference_mode():
+            mean, _ = model.encode(x)                                  # [1, C, n] -> [1, D, f]
+        return mean[0, :, keep].float().cpu()                          # [D, kept frames]
+
+    stream = OverlapStream(encode, model.hop_length, encoder_context(model), chunk_frames)
+    return run_stream(stream, blocks)
+
+
+def decode_stream(model: VAE, latents: Iterable[torch.Tensor], chunk_frames: int,
+                  length: int | Callable[[], int] | None = None) -> Iterator[torch.Tensor]:
+    """Audio, chunk by chunk: [D, f] latent blocks -> [C, n] audio blocks.
+
+    The concatenated output equals ``model.decode(whole, length)[0]``. `length` (samples,
+    default: frames * hop) may be a callable, asked once the latents are exhausted: a streamed
+    `.lyra` file records its length only at its end.
+    """
+    decoder = StagedDecoder(model)
+    stream = OverlapStream(decoder, 1, decoder.context, chunk_frames)
+    return crop_stream(run_stream(stream, latents), length, slack=model.hop_length)
+
+
+class StagedDecoder:
+    """The decoder run on a segment of latent frames, cropping as it goes.
+
+    Most of the decoder's receptive field comes from its first, low-rate stages, while most
+    of its cost is in the last, high-rate ones. So after each stage (input conv, each block,
+    output head) the intermediate is cropped to the frames the *remaining* stages still need
+    around the kept ones: the expensive stages see little more than the kept frames. Crops
+    fall on whole frames, so every later layer stays in phase. If the decoder is not the plain
+    sequence of those stages, it runs whole (the same result, without the saving).
+    """
+
+    def __init__(self, model: VAE) -> None:
+        dec, hop = model.decoder, model.hop_length
+        self.hop = hop
+        param = next(model.parameters())
+        self._param = param
+        probe = torch.randn(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype,
+                            generator=torch.Generator(device=param.device).manual_seed(0))
+        stages = _decoder_stages(dec)
+        with torch.inference_mode():
+            if stages is None or not torch.allclose(nn.Sequential(*stages)(probe), dec(probe), atol=1e-5, rtol=1e-4):
+                stages = [dec]
+            self.stages = stages
+            # positions per frame after each stage, and frames of context the stages after it need
+            self.per_frame: list[int] = []
+            self.needs: list[Context] = []
+            x = probe
+            for i, stage in enumerate(stages):
+                x = stage(x)                                   # [1, W, 2 * per_frame]
+                self.per_frame.append(x.shape[-1] // 2)
+                rest = nn.Sequential(*stages[i + 1:])
+                left, right = receptive_field(rest, x, "output") if i + 1 < len(stages) else (0, 0)
+                self.needs.append(Context(math.ceil(left / hop), math.ceil(right / hop)))
+        self.context = decoder_context(model)
+
+    def __call__(self, segment: torch.Tensor, keep: slice) -> torch.Tensor:
+        n = segment.shape[-1]                                  # frames in the segment
+        a, b = keep.start, n if keep.stop is None else keep.stop
+        x = segment.to(device=self._param.device, dtype=self._param.dtype)[None]   # [D, n] -> [1, D, n]
+        first = 0                                              # segment frame where x starts
+        with torch.inference_mode():
+            for stage, per_frame, need in zip(self.stages, self.per_frame, self.needs):
+                x = stage(x)                                   # [1, W, (frames) * per_frame]
+                lo, hi = max(first, a - need.left), min(n, b + need.right)
+                x = x[..., (lo - first) * per_frame:(hi - first) * per_frame]
+                first = lo
+        return x[0].float().cpu()                              # [C, (b - a) * hop]
+
+
+def _decoder_stages(dec: nn.Module) -> list[nn.Module] | None:
+    """[conv_in, *blocks, head] when the decoder is built like `lyra.model.Decoder`."""
+    if not all(hasattr(dec, k) for k in ("conv_in", "blocks", "act_out", "conv_out")):
+        return None
+    return [dec.conv_in, *dec.blocks, nn.Sequential(dec.act_out, dec.conv_out)]
+
+
+def crop_stream(blocks: Iterable[torch.Tensor], length: int | Callable[[], int] | None,
+                slack: int) -> Iterator[torch.Tensor]:
+    """Pass [..., n] blocks through, cutting the total to `length` samples.
+
+    `length` may be a callable, asked only once the blocks are exhausted; until then the last
+    `slack` samples (at least the most the total can exceed `length` by) are held back.
+    """
+    pending: list[torch.Tensor] = []
+    held = done = 0
+    for block in blocks:
+        pending.append(block)
+        held += block.shape[-1]
+        if held > slack:
+            joined = torch.cat(pending, dim=-1)
+            yield joined[..., :held - slack]
+            done += held - slack
+            pending, held = [joined[..., held - slack:]], slack
+    total = length() if callable(length) else length
+    tail = torch.cat(pending, dim=-1) if pending else None
+    if total is None:
+        if tail is not None and tail.shape[-1]:
+            yield tail
+        return
+    if not done <= total <= done + held:
+        raise LyraError(f"decoded {done + held} samples, cannot crop them to {total}")
+    if total > done:
+        yield tail[..., :total - done]

@@ -1,0 +1,288 @@
+"""The training run's config: one TOML file, read once at the edge into typed dataclasses.
+
+    run_dir = "runs/lyra"     seed = 0
+    [model]       lyra.config.ModelConfig (registry names and sizes)
+    [data]        folders, crops, batch size, workers
+    [optim]       AdamW, learning-rate schedule, clipping, accumulation, run length
+    [loss]        multi-resolution STFT loss and the KL term with its annealing
+    [runtime]     device, precision, compiled blocks, activation checkpointing
+    [logging]     progress, metrics, validation audio, optional W&B / TensorBoard
+    [checkpoint]  how often and how many checkpoints
+
+Every field's default follows the design document (batch 4, 40,960-sample crops, 44.1 kHz
+stereo, the default model); each carries a one-line help text that `lyra config init` writes
+as a comment. `TrainConfig.load(path)` validates keys, types and values and raises one-line
+`LyraError`s naming the file and key. Relative paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lyra.config import ModelConfig, from_dict, read_toml, to_dict
+from lyra.errors import LyraError
+
+
+def _field(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+def help_text(cls: type, name: str) -> str:
+    """The help text of field `name` of config dataclass `cls` ('' if none)."""
+    return next((f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name), "")
+
+
+def _positive(obj: Any, *keys: str) -> None:
+    for key in keys:
+        if getattr(obj, key) <= 0:
+            raise LyraError(f"{key}: must be positive, got {getattr(obj, key)}")
+
+
+def _non_negative(obj: Any, *keys: str) -> None:
+    for key in keys:
+        if getattr(obj, key) < 0:
+            raise LyraError(f"{key}: must not be negative, got {getattr(obj, key)}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train_dir: str = _field("data/train", "folder scanned recursively for training audio")
+    val_dir: str | None = _field(None, "folder of validation audio; unset: hold out val_fraction of train_dir's files")
+    val_fraction: float = _field(0.05, "share of train_dir's files held out for validation when val_dir is unset")
+    val_clips: int = _field(16, "number of fixed validation crops")
+    segment_length: int = _field(40960, "samples per training crop (at the model's sample rate)")
+    batch_size: int = _field(4, "crops per batch, per process (a torchrun job of N processes uses N x this)")
+    num_workers: int = _field(2, "data-loading worker processes (0: load in the training process)")
+    silence_threshold_db: float = _field(-40.0, "crops whose RMS is below this (dBFS) are rejected and redrawn")
+    peak: float = _field(0.95, "each crop is scaled so its peak absolute value is this")
+    crop_attempts: int = _field(50, "draws per crop before giving up on a folder with no usable audio")
+    extensions: tuple[str, ...] = _field(("wav", "flac", "ogg", "mp3"), "audio file extensions scanned for")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "extensions", tuple(e.lower().lstrip(".") for e in self.extensions))
+        _positive(self, "val_clips", "segment_length", "batch_size", "crop_attempts", "peak")
+        _non_negative(self, "num_workers")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise LyraError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
+        if not self.train_dir:
+            raise LyraError("train_dir: must name a folder")
+        if self.peak > 1.0:
+            raise LyraError(f"peak: must be at most 1.0, got {self.peak}")
+        if not self.extensions:
+            raise LyraError("extensions: must not be empty")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = _field(1e-4, "peak learning rate (AdamW)")
+    betas: tuple[float, ...] = _field((0.8, 0.99), "AdamW betas")
+    eps: float = _field(1e-8, "AdamW epsilon")
+    weight_decay: float = _field(1e-3, "AdamW weight decay, applied to conv weights only (not biases or Snake parameters)")
+    warmup_steps: int = _field(1000, "linear learning-rate warm-up from 0, in optimizer steps")
+    schedule: Literal["cosine", "linear", "constant"] = _field("cosine", "learning-rate decay after warm-up: cosine, linear or constant")
+    min_lr: float = _field(1e-6, "learning rate at max_steps for the cosine and linear schedules")
+    max_steps: int = _field(200_000, "optimizer steps to train for")
+    grad_clip: float = _field(1.0, "clip the global gradient norm to this (0: off)")
+    grad_accum: int = _field(1, "micro-batches accumulated per optimizer step")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(self.betas))
+        _positive(self, "lr", "max_steps", "grad_accum", "eps")
+        _non_negative(self, "weight_decay", "warmup_steps", "min_lr", "grad_clip")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise LyraError(f"betas: expected two numbers in [0, 1), got {list(self.betas)}")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    fft_sizes: tuple[int, ...] = _field((1024, 2048, 512), "STFT loss FFT sizes (auraloss's defaults)")
+    hop_sizes: tuple[int, ...] = _field((120, 240, 50), "STFT loss hop sizes, one per FFT size")
+    win_lengths: tuple[int, ...] = _field((600, 1200, 240), "STFT loss window lengths, one per FFT size")
+    w_sc: float = _field(1.0, "weight of the spectral-convergence term")
+    w_log_mag: float = _field(1.0, "weight of the log-magnitude term")
+    n_mels: int = _field(0, "mel bands for a mel-scale STFT loss (0: linear frequency)")
+    stereo: Literal["channels", "sum_difference", "both"] = _field(
+        "channels", "stereo handling: per channel, sum/difference (mid/side), or both added")
+    w_waveform: float = _field(0.0, "weight of an L1 waveform term (EnCodec's time-domain loss; 0: off)")
+    kl_weight: float = _field(1e-4, "weight of the KL term once annealed")
+    kl_floor: float = _field(0.0, "KL weight at the start of annealing")
+    kl_anneal: float = _field(5.0, "length of the KL warm-up, in kl_anneal_unit (0: none)")
+    kl_anneal_unit: Literal["epochs", "steps"] = _field("epochs", "unit of kl_anneal: epochs or (optimizer) steps")
+    kl_anneal_shape: Literal["linear", "cosine"] = _field("linear", "shape of the KL warm-up: linear or cosine")
+
+    def __post_init__(self) -> None:
+        for key in ("fft_sizes", "hop_sizes", "win_lengths"):
+            object.__setattr__(self, key, tuple(getattr(self, key)))
+        if not len(self.fft_sizes) == len(self.hop_sizes) == len(self.win_lengths) or not self.fft_sizes:
+            raise LyraError(
+                f"fft_sizes/hop_sizes/win_lengths: need one hop and window per FFT size, got "
+                f"{len(self.fft_sizes)}, {len(self.hop_sizes)} and {len(self.win_lengths)}"
+            )
+        for n_fft, hop, win in zip(self.fft_sizes, self.hop_sizes, self.win_lengths):
+            if not (0 < win <= n_fft and hop > 0):
+                raise LyraError(f"win_lengths: need 0 < window <= FFT size and hop > 0, got FFT {n_fft}, hop {hop}, window {win}")
+        _non_negative(self, "w_sc", "w_log_mag", "w_waveform", "n_mels", "kl_weight", "kl_floor", "kl_anneal")
+        if self.w_sc == 0 and self.w_log_mag == 0:
+            raise LyraError("w_sc/w_log_mag: at least one STFT loss term needs a positive weight")
+        if self.kl_floor > self.kl_weight:
+            raise LyraError(f"kl_floor: must not exceed kl_weight ({self.kl_floor} > {self.kl_weight})")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = _field("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
+        "auto", "autocast precision: auto (bf16 on a GPU that supports it, else fp32), fp32, bf16, fp16 (with a GradScaler)")
+    compile: bool = _field(False, "torch.compile each encoder/decoder block")
+    activation_checkpointing: bool = _field(False, "recompute each residual unit's activations in the backward pass (saves memory)")
+    max_nonfinite: int = _field(20, "stop after this many steps in a row with a non-finite loss or gradient")
+    threads: int = _field(0, "CPU threads for PyTorch's operators in the training process (0: PyTorch's default)")
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_nonfinite")
+        _non_negative(self, "threads")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise LyraError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    log_every: int = _field(10, "append training metrics to metrics.jsonl every this many steps")
+    eval_every: int = _field(1000, "validate (and write audio + spectrograms) every this many steps")
+    val_audio: int = _field(2, "validation clips written as WAV + spectrogram at each evaluation")
+    progress: Literal["auto", "bar", "lines", "off"] = _field(
+        "auto", "progress display: auto (a bar on a terminal, lines otherwise), bar, lines, off")
+    wandb: bool = _field(False, "also log to Weights & Biases (pip install 'lyra-codec[wandb]')")
+    wandb_project: str = _field("lyra", "W&B project name")
+    tensorboard: bool = _field(False, "also log to TensorBoard in run_dir/tensorboard (pip install 'lyra-codec[tensorboard]')")
+
+    def __post_init__(self) -> None:
+        _positive(self, "log_every", "eval_every")
+        _non_negative(self, "val_audio")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    save_every: int = _field(1000, "write a checkpoint (and update latest.pt) every this many steps")
+    keep_last: int = _field(3, "numbered checkpoints kept in run_dir/checkpoints (latest.pt and best.pt are extra)")
+
+    def __post_init__(self) -> None:
+        _positive(self, "save_every", "keep_last")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    run_dir: str = _field("runs/lyra", "output folder: checkpoints, metrics.jsonl, validation audio")
+    seed: int = _field(0, "seed for weights, data order, crops and posterior noise")
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "the VAE (see `lyra model-info`)"})
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        if not self.run_dir:
+            raise LyraError("run_dir: must name a folder")
+        longest = max(self.loss.fft_sizes)
+        if self.data.segment_length <= longest // 2:
+            raise LyraError(
+                f"data.segment_length: {self.data.segment_length} samples is too short for the STFT loss's "
+                f"largest FFT size {longest}; use more than {longest // 2}"
+            )
+        if self.loss.stereo != "channels" and self.model.channels != 2:
+            raise LyraError(f"loss.stereo: '{self.loss.stereo}' needs a stereo model, got model.channels = {self.model.channels}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read and validate a TOML run config; every error names `path` and the key."""
+        data = read_toml(path)
+        try:
+            return from_dict(cls, data)
+        except LyraError as exc:
+            raise LyraError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], where: str = "config") -> "TrainConfig":
+        return from_dict(cls, data, where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (lists, numbers, strings; unset values left out), as stored in checkpoints."""
+        return _drop_none(to_dict(self))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
+# ---------------------------------------------------------------------------------------
+# Command-line overrides and the commented starting config
+# ---------------------------------------------------------------------------------------
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`["optim.lr=3e-4", "data.train_dir=x"]` applied to parsed TOML `data` (a new dict).
+
+    Values are read as TOML (``3e-4``, ``true``, ``[1, 2]``, ``"text"``); anything that is not
+    valid TOML is taken as a plain string. Keys are checked later, by `from_dict`.
+    """
+    import copy
+    import tomllib
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise LyraError(f"--set {item!r}: expected KEY=VALUE, e.g. optim.lr=3e-4")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        table = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            table = table.setdefault(part, {})
+            if not isinstance(table, dict):
+                raise LyraError(f"--set {item!r}: '{part}' is a value, not a table")
+        table[parts[-1]] = value
+    return out
+
+
+MODEL_HELP = {
+    "sample_rate": "audio sample rate (Hz)",
+    "channels": "audio channels (2: stereo)",
+    "base_channels": "width of the first encoder stage",
+    "latent_dim": "latent channels",
+    "c_mults": "width multipliers of the encoder blocks (x base_channels)",
+    "strides": "time downsampling of each encoder block (their product is the hop)",
+    "dilations": "dilations of the residual units in each block",
+    "residual_kernel_size": "kernel size of the residual units' dilated convolutions",
+    "logvar_clamp": "the posterior log-variance is clamped to +-this",
+    "activation": "registered component names (see `lyra` plugins); block_options go to every component",
+}
+
+
+DEFAULT_HEADER = ("Lyra training run. `lyra train THIS.toml` trains; `lyra config show THIS.toml` prints the\n"
+                  "resolved config. Unset keys take the defaults shown here (the design document's).")
+
+
+def commented_toml(cfg: TrainConfig, header: str = DEFAULT_HEADER) -> str:
+    """`cfg` as a TOML file with each key's help text above it (`lyra config init`)."""
+    from lyra.train.toml_writer import dumps
+
+    classes = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
+               "runtime": RuntimeConfig, "logging": LoggingConfig, "checkpoint": CheckpointConfig}
+
+    def comment(table: str, key: str) -> str:
+        if table == "":
+            return help_text(TrainConfig, key)
+        if table == "model":
+            return MODEL_HELP.get(key, "")
+        return help_text(classes[table], key)
+
+    return dumps(to_dict(cfg), comment=comment, header=header)

@@ -1,0 +1,425 @@
+"""The training loop: `train(cfg)` runs one process of a (possibly distributed) training run.
+
+The same code runs alone or under torchrun (see `lyra.train.distributed`); only rank 0 logs,
+validates and saves. One optimizer step:
+
+    lr = schedule(step); kl_w = anneal(step or epoch)
+    for each of grad_accum micro-batches:                  (DDP syncs gradients on the last)
+        audio [B, C, T], noise seeds [B] <- data order      (pure functions of the batch index)
+        with autocast: recon, mean, logvar = VAE pass with per-example noise
+        loss = STFT(recon, audio) [+ w * L1(recon, audio)] + kl_w * KL(mean, logvar)   (in fp32)
+        backward(loss / grad_accum)                         (scaled by a GradScaler for fp16)
+    all processes agree on: mean losses, any non-finite value, any stop request
+    non-finite -> skip the step (logged; `max_nonfinite` in a row stops the run)
+    else unscale, clip the gradient norm, AdamW step
+
+Setup order puts everything that can fail on user input first (config, folders, trackers,
+existing run directory, audio scan, loss settings) and the model and workers after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, TextIO
+
+import torch
+
+from lyra.checkpoint import read_checkpoint
+from lyra.config import ModelConfig, from_dict
+from lyra.errors import LyraError
+from lyra.loss import MultiResolutionSTFTLoss, kl_divergence, kl_weight
+from lyra.metrics import mel_distance, si_sdr
+from lyra.model import VAE, build_model
+from lyra.train import distributed
+from lyra.train.activation_checkpointing import checkpoint_residual_units
+from lyra.train.checkpointing import CheckpointStore
+from lyra.train.config import TrainConfig
+from lyra.train.data import (CropDataset, CropSpec, EpochBatchSampler, Warn, check_data_dirs,
+                             print_warning, scan_audio, seed_worker, split_files, validation_set)
+from lyra.train.interrupt import stop_requests
+from lyra.train.metrics_log import MetricsLog, check_trackers
+from lyra.train.png import write_png
+from lyra.train.progress import Progress
+from lyra.train.reconstruction import ReconstructionPass, posterior_noise
+from lyra.train.schedule import learning_rate
+from lyra.train.spectrogram import spectrogram_image
+from lyra.train.state import capture_rng, restore_rng
+
+
+@dataclass
+class TrainResult:
+    step: int                      # optimizer steps done
+    checkpoint: Path | None        # the last checkpoint written (rank 0), if any
+    best_val: float                # best validation loss (inf: no validation)
+    interrupted: int | None        # the signal that stopped the run early, if any
+
+
+def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None,
+          stream: TextIO | None = None, warn: Warn = print_warning) -> TrainResult:
+    """Train (or, with `resume`, continue) the run `cfg` describes, up to `optim.max_steps`.
+
+    `until_step` stops earlier, saving a checkpoint as an interruption would (tests, schedules
+    that train in pieces). Under torchrun, every process calls this.
+    """
+    check_data_dirs(cfg.data.train_dir, cfg.data.val_dir, cfg.data.extensions)
+    check_trackers(cfg.logging)
+    ctx = distributed.setup(cfg.runtime.device)
+    threads = torch.get_num_threads()
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    try:
+        return Trainer(cfg, ctx, resume, stream, warn).run(until_step)
+    finally:
+        torch.set_num_threads(threads)
+        distributed.teardown(ctx)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if bf16 else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, ctx: distributed.Distributed, resume: bool,
+                 stream: TextIO | None, warn: Warn) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.device = ctx.device
+        self.stream = stream
+        self.warn = warn
+        self.run_dir = Path(cfg.run_dir)
+        self.store = CheckpointStore(self.run_dir, cfg.checkpoint.keep_last)
+        saved = self._previous_run(resume)
+
+        # Data: scan, split, crops, order, validation.
+        self.spec = CropSpec(cfg.data.segment_length, cfg.model.sample_rate, cfg.model.channels,
+                             cfg.data.silence_threshold_db, cfg.data.peak)
+        train_files, val_files = self._files()
+        self.dataset = CropDataset(train_files, self.spec, cfg.seed, cfg.data.train_dir,
+                                   cfg.data.crop_attempts, warn=warn)
+        self.hours = sum(f.frames / f.sample_rate for f in train_files) / 3600
+        self.n_train_files, self.n_val_files = len(train_files), len(val_files)
+        self.val = None
+        if ctx.is_main and val_files:
+            folder = cfg.data.val_dir or cfg.data.train_dir
+            self.val = validation_set(val_files, self.spec, cfg.data.val_clips, folder, warn)
+
+        # Loss (its settings can still fail: mel bands), then the model and optimizer.
+        lc = cfg.loss
+        self.loss = MultiResolutionSTFTLoss(lc.fft_sizes, lc.hop_sizes, lc.win_lengths, lc.w_sc, lc.w_log_mag,
+                                            lc.n_mels, cfg.model.sample_rate, lc.stereo).to(self.device)
+        torch.manual_seed(cfg.seed)
+        self.model: VAE = build_model(cfg.model)
+        if saved is not None:
+            self.model.load_state_dict(saved["model"])
+        self.model.to(self.device)
+        if cfg.runtime.activation_checkpointing:
+            checkpoint_residual_units(self.model)
+        if cfg.runtime.compile:
+            self.model.compile_blocks()
+        self.dtype = resolve_precision(cfg.runtime.precision, self.device)
+        self.optimizer = self._optimizer()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+
+        # Where we are.
+        self.step = 0
+        self.batches = 0
+        self.best_val = math.inf
+        self.nonfinite_run = 0
+        self.audio_seconds = 0.0
+        if saved is not None:
+            self._restore(saved["train"])
+        self.sampler = EpochBatchSampler(self.dataset.epoch_size, cfg.data.batch_size, cfg.seed,
+                                         self.batches, ctx.world_size, ctx.rank)
+
+        self.forward = ReconstructionPass(self.model)
+        if ctx.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward = DistributedDataParallel(self.forward, device_ids=ids)
+
+        self.log = None
+        if ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.log = MetricsLog(self.run_dir, cfg.logging, cfg.to_dict(), self.step if saved is not None else None)
+
+    # -- setup helpers -------------------------------------------------------------------
+    def _previous_run(self, resume: bool) -> dict[str, Any] | None:
+        """The checkpoint to resume from, or None; refuses to overwrite a run by accident."""
+        latest = self.store.latest
+        if not resume:
+            if latest.exists():
+                raise LyraError(
+                    f"{self.run_dir}: already holds a training run (latest.pt); pass --resume to "
+                    f"continue it, or set run_dir to a new folder"
+                )
+            return None
+        if not latest.exists():
+            raise LyraError(f"{latest}: no checkpoint to resume from (run without --resume to start)")
+        state = read_checkpoint(latest)
+        if "train" not in state:
+            raise LyraError(f"{latest}: has no training state to resume from")
+        saved_model = from_dict(ModelConfig, state["model_config"], f"{latest}:model")
+        if saved_model != self.cfg.model:
+            raise LyraError(f"{latest}: the config's [model] differs from the checkpoint's; a resumed run keeps its model")
+        return state
+
+    def _files(self):
+        d = self.cfg.data
+        files = scan_audio(d.train_dir, d.extensions, self.cfg.model.channels, self.warn if self.ctx.is_main else _quiet)
+        if not files:
+            raise LyraError(f"data.train_dir: no readable audio files in {d.train_dir}")
+        if d.val_dir is not None:
+            val = scan_audio(d.val_dir, d.extensions, self.cfg.model.channels, self.warn if self.ctx.is_main else _quiet)
+            return files, val
+        return split_files(files, d.val_fraction, d.train_dir)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]       # conv weights
+        no_decay = [p for p in params if p.dim() < 2]     # biases, Snake log-parameters
+        groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler.is_enabled() and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"])
+        self.step = int(state["step"])
+        self.batches = int(state["batches"])
+        self.best_val = float(state["best_val"])
+        self.nonfinite_run = int(state["nonfinite_run"])
+        self.audio_seconds = float(state["audio_seconds"])
+        if int(state.get("world_size", 1)) != self.ctx.world_size:
+            self.warn(f"resuming a {state['world_size']}-process run with {self.ctx.world_size}: "
+                      "the data order continues differently")
+
+    def train_state(self) -> dict[str, Any]:
+        return {
+            "step": self.step, "batches": self.batches, "best_val": self.best_val,
+            "nonfinite_run": self.nonfinite_run, "audio_seconds": self.audio_seconds,
+            "world_size": self.ctx.world_size, "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": capture_rng(), "config": self.cfg.to_dict(),
+        }
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, until_step: int | None = None) -> TrainResult:
+        cfg = self.cfg
+        end = cfg.optim.max_steps if until_step is None else min(until_step, cfg.optim.max_steps)
+        mode = cfg.logging.progress if self.ctx.is_main else "off"
+        progress = Progress(cfg.optim.max_steps, self.step, mode, cfg.logging.log_every, self.stream)
+        progress.message(self._banner())
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
+            worker_init_fn=seed_worker, persistent_workers=cfg.data.num_workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+        batches = iter(loader)
+        last_checkpoint = None
+        interrupted = None
+        try:
+            with stop_requests() as stop:
+                while self.step < end:
+                    stats, stop_now = self._train_step(batches, bool(stop))
+                    self._after_step(stats, progress)
+                    best = False
+                    if self.ctx.is_main and self.val is not None and self.step % cfg.logging.eval_every == 0:
+                        best = self.validate(progress)
+                    if self.ctx.is_main and (best or self.step % cfg.checkpoint.save_every == 0):
+                        last_checkpoint = self.store.save(self.step, self.model, self.train_state(), best=best)
+                    if stop_now:
+                        interrupted = stop.signal or -1
+                        break
+            if self.ctx.is_main:  # the final checkpoint (validated first when the run is complete)
+                best = False
+                if self.step >= cfg.optim.max_steps and self.val is not None and self.step % cfg.logging.eval_every:
+                    best = self.validate(progress)
+                last_checkpoint = self.store.save(self.step, self.model, self.train_state(), best=best)
+            if interrupted is not None:
+                progress.message(f"stopped at step {self.step}: saved {self.store.latest}; "
+                                 f"continue with --resume")
+            elif self.step >= cfg.optim.max_steps:
+                best = f", best validation loss {self.best_val:.4f} in {self.store.best}" if self.store.best.exists() else ""
+                progress.message(f"done: {self.step} steps; latest checkpoint {self.store.latest}{best}")
+        except LyraError as exc:  # a worker's error arrives wrapped in a traceback: keep its last line
+            raise LyraError(str(exc).strip().splitlines()[-1].removeprefix("lyra.errors.LyraError: ")) from None
+        finally:
+            progress.close()
+            # Persistent workers outlive `del`: the loader keeps its iterator, and a traceback
+            # keeps the loader. Stop them here, or a failed run leaves processes behind.
+            shutdown = getattr(batches, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+            del batches
+            if self.log is not None:
+                self.log.close()
+        return TrainResult(self.step, last_checkpoint, self.best_val, interrupted)
+
+    def _train_step(self, batches: Iterator, stop_requested: bool) -> tuple[dict[str, float], bool]:
+        cfg = self.cfg
+        started = time.perf_counter()
+        lr = learning_rate(self.step, cfg.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        kl_w = self.kl_weight()
+        accum = cfg.optim.grad_accum
+        frames = self.model.num_frames(self.spec.length)
+        totals = torch.zeros(5, dtype=torch.float64)  # loss, sc, log_mag, waveform, kl (summed over micro-batches)
+        for micro in range(accum):
+            audio, seeds = next(batches)
+            self.batches += 1
+            noise = posterior_noise(seeds, cfg.model.latent_dim, frames)
+            audio = audio.to(self.device, non_blocking=True)
+            noise = noise.to(self.device, non_blocking=True)
+            sync = micro == accum - 1 or not hasattr(self.forward, "no_sync")
+            with contextlib.nullcontext() if sync else self.forward.no_sync():
+                with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                    recon, mean, logvar = self.forward(audio, noise)
+                sc, mag, wave = self.reconstruction_terms(recon, audio)   # in fp32, outside autocast
+                kl = kl_divergence(mean, logvar)
+                loss = sc + mag + wave + kl_w * kl
+                self.scaler.scale(loss / accum).backward()
+            totals += torch.stack([loss, sc, mag, wave, kl]).detach().double().cpu()
+
+        # One collective: mean losses over micro-batches and processes, non-finite and stop flags.
+        flags = torch.tensor([0.0 if torch.isfinite(totals).all() else 1.0, float(stop_requested)], dtype=torch.float64)
+        reduced = distributed.all_sum(self.ctx, torch.cat([totals, flags]))
+        means = reduced[:5] / (accum * self.ctx.world_size)
+        nonfinite = bool(reduced[5] > 0)
+        grad_norm = math.nan
+        if not nonfinite:
+            self.scaler.unscale_(self.optimizer)
+            max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+            # With a GradScaler, inf gradients are its business (it skips and lowers the scale).
+            nonfinite = not math.isfinite(grad_norm) and not self.scaler.is_enabled()
+        if nonfinite:
+            self.nonfinite_run += 1
+        else:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.nonfinite_run = 0
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        seconds = accum * self.ctx.world_size * cfg.data.batch_size * self.spec.length / self.spec.sample_rate
+        self.audio_seconds += seconds
+        stats = {
+            "loss": float(means[0]), "sc": float(means[1]), "log_mag": float(means[2]),
+            "waveform": float(means[3]), "kl": float(means[4]),
+            "kl_weight": kl_w, "lr": lr, "grad_norm": grad_norm, "epoch": self.epoch(),
+            "audio_s_per_s": seconds / (time.perf_counter() - started), "skipped": nonfinite,
+        }
+        return stats, bool(reduced[6] > 0)
+
+    def reconstruction_terms(self, recon: torch.Tensor, audio: torch.Tensor):
+        """(spectral convergence, log magnitude, L1 waveform), weighted, each a per-example mean."""
+        recon = recon.float()
+        sc, mag = self.loss.parts(recon, audio)
+        w = self.cfg.loss.w_waveform
+        wave = w * (recon - audio).abs().mean() if w else recon.new_zeros(())
+        return sc, mag, wave
+
+    def _after_step(self, stats: dict[str, float], progress: Progress) -> None:
+        cfg = self.cfg
+        if self.ctx.is_main:
+            if stats["skipped"] or self.step % cfg.logging.log_every == 0:
+                self.log.write("train", self.step, stats)
+            if stats["skipped"]:
+                progress.message(f"step {self.step}: non-finite loss or gradients, step skipped "
+                                 f"({self.nonfinite_run} in a row)")
+            progress.update(self.step, loss=stats["loss"], sc=stats["sc"], mag=stats["log_mag"], kl=stats["kl"],
+                            kl_weight=stats["kl_weight"], lr=stats["lr"], audio_per_second=stats["audio_s_per_s"])
+        if self.nonfinite_run >= cfg.runtime.max_nonfinite:
+            raise LyraError(
+                f"training stopped at step {self.step}: the loss or gradients were non-finite for "
+                f"{self.nonfinite_run} steps in a row; lower optim.lr, check the data, or use "
+                f"runtime.precision = 'fp32'"
+            )
+
+    def epoch(self) -> float:
+        """Epochs done (fractional), counting micro-batches."""
+        return self.batches / self.sampler.batches_per_epoch
+
+    def kl_weight(self) -> float:
+        lc = self.cfg.loss
+        if lc.kl_anneal_unit == "steps":
+            progress = float(self.step)
+        else:
+            progress = self.step * self.cfg.optim.grad_accum / self.sampler.batches_per_epoch
+        return kl_weight(progress, lc.kl_weight, lc.kl_anneal, lc.kl_floor, lc.kl_anneal_shape)
+
+    # -- validation ----------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, progress: Progress) -> bool:
+        """Reconstruct the validation crops from their posterior means; log, write audio.
+
+        Returns whether this is the best validation loss (the reconstruction loss, without the
+        KL term whose weight changes during annealing) so far.
+        """
+        self.model.eval()
+        batch = self.cfg.data.batch_size
+        sums = {"loss": 0.0, "sc": 0.0, "log_mag": 0.0, "waveform": 0.0, "kl": 0.0, "si_sdr": 0.0, "mel_distance": 0.0}
+        recons = []
+        for i in range(0, len(self.val), batch):
+            audio = self.val[i:i + batch].to(self.device)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                mean, logvar = self.model.encode(audio)
+                recon = self.model.decode(mean, audio.shape[-1])
+            recon = recon.float()
+            sc, mag, wave = self.reconstruction_terms(recon, audio)
+            n = audio.shape[0]
+            sums["loss"] += float(sc + mag + wave) * n
+            sums["sc"] += float(sc) * n
+            sums["log_mag"] += float(mag) * n
+            sums["waveform"] += float(wave) * n
+            sums["kl"] += float(kl_divergence(mean, logvar)) * n
+            sums["si_sdr"] += float(si_sdr(audio, recon).sum())
+            sums["mel_distance"] += float(mel_distance(audio, recon, self.spec.sample_rate).sum())
+            if len(recons) * batch < self.cfg.logging.val_audio:
+                recons.append(recon.cpu())
+        self.model.train()
+        values = {k: v / len(self.val) for k, v in sums.items()}
+        best = values["loss"] < self.best_val
+        if best:
+            self.best_val = values["loss"]
+        self.log.write("val", self.step, {**values, "best": best})
+        progress.message(f"step {self.step}: validation loss {values['loss']:.4f}, SI-SDR {values['si_sdr']:.2f} dB, "
+                         f"mel distance {values['mel_distance']:.3f}" + (" (best)" if best else ""))
+        if recons:
+            self._write_audio(torch.cat(recons)[: self.cfg.logging.val_audio])
+        return best
+
+    def _write_audio(self, recons: torch.Tensor) -> None:
+        import soundfile as sf
+
+        from lyra.atomic import atomic_path
+
+        folder = self.run_dir / "samples" / f"step-{self.step:08d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, recon in enumerate(recons):
+            original = self.val[i]
+            for name, audio in (("original", original), ("reconstruction", recon)):
+                with atomic_path(folder / f"clip{i}-{name}.wav") as tmp:
+                    sf.write(str(tmp), audio.clamp(-1, 1).T.numpy(), self.spec.sample_rate, subtype="PCM_16", format="WAV")
+            write_png(folder / f"clip{i}.png", spectrogram_image(original, recon))
+
+    def _banner(self) -> str:
+        n = sum(p.numel() for p in self.model.parameters())
+        what = "resuming at step " + str(self.step) if self.step else "training"
+        procs = f", {self.ctx.world_size} processes" if self.ctx.world_size > 1 else ""
+        return (f"lyra: {what}: {n:,}-parameter model on {self.device}{procs} ({str(self.dtype).removeprefix('torch.')}); "
+                f"{self.n_train_files} training files ({self.hours:.2f} h), {self.n_val_files} validation files; "
+                f"{self.sampler.batches_per_epoch} batches per epoch; run dir {self.run_dir}")
+
+
+def _quiet(message: str) -> None:
+    """Warnings from processes other than rank 0 (rank 0 prints the same ones)."""
