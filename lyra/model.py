@@ -21,6 +21,7 @@ import warnings
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
@@ -100,7 +101,7 @@ class VAE(nn.Module):
         pad = self.num_frames(x.shape[-1]) * self.hop_length - x.shape[-1]
         x = F.pad(x, (0, pad))                   # [B, C, T] -> [B, C, F*hop]
         h = self.encoder(x)                      # [B, C, F*hop] -> [B, 2D, F]
-        mean, logvar = h.chunk(2, dim=1)         # [B, 2D, F] -> 2 x [B, D, F]
+        mean, logvar = rearrange(h, "b (two d) f -> two b d f", two=2)  # [B, 2D, F] -> 2 x [B, D, F]
         clamp = self.config.logvar_clamp
         return mean, logvar.clamp(-clamp, clamp)
 
