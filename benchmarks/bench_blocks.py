@@ -47,7 +47,7 @@ def _build(kind: str, sizes: Sizes, variant: Variant, device: torch.device):
 @pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
 @pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("kind", ("residual_unit", "encoder_block", "decoder_block"))
-def test_block(benchmark, kind, pass_, variant, bench_sizes, device, baselines):
+def test_block(benchmark, kind, pass_, variant, bench_sizes, device, bench_session):
     require(variant, device)
     block, x = _build(kind, bench_sizes, variant, device)
     reference, _ = _build(kind, bench_sizes, EAGER, device)
@@ -75,6 +75,6 @@ def test_block(benchmark, kind, pass_, variant, bench_sizes, device, baselines):
 
     harness.run(
         benchmark, call, group=f"{kind} {pass_}", variant=variant,
-        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), device=device,
-        baselines=baselines, rounds=bench_sizes.fast_rounds,
+        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), session=bench_session,
+        rounds=bench_sizes.fast_rounds,
     )

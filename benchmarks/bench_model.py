@@ -38,7 +38,7 @@ def _models(sizes, variant, device):
 
 
 @pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
-def test_encode(benchmark, variant, bench_sizes, device, baselines):
+def test_encode(benchmark, variant, bench_sizes, device, bench_session):
     require(variant, device)
     model, reference = _models(bench_sizes, variant, device)
     x = _audio(bench_sizes, device)
@@ -52,13 +52,13 @@ def test_encode(benchmark, variant, bench_sizes, device, baselines):
                               f"encode mean ({variant.name})")
     harness.run(
         benchmark, encode, group="model encode", variant=variant,
-        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), device=device,
-        baselines=baselines, rounds=bench_sizes.rounds,
+        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), session=bench_session,
+        rounds=bench_sizes.rounds,
     )
 
 
 @pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
-def test_decode(benchmark, variant, bench_sizes, device, baselines):
+def test_decode(benchmark, variant, bench_sizes, device, bench_session):
     require(variant, device)
     model, reference = _models(bench_sizes, variant, device)
     cfg = bench_sizes.model
@@ -74,8 +74,8 @@ def test_decode(benchmark, variant, bench_sizes, device, baselines):
                               f"decode ({variant.name})")
     harness.run(
         benchmark, decode, group="model decode", variant=variant,
-        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), device=device,
-        baselines=baselines, rounds=bench_sizes.rounds,
+        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), session=bench_session,
+        rounds=bench_sizes.rounds,
     )
 
 
@@ -85,7 +85,7 @@ def _noise(device: torch.device) -> torch.Generator:
 
 @pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_train_step(benchmark, precision, variant, bench_sizes, device, baselines):
+def test_train_step(benchmark, precision, variant, bench_sizes, device, bench_session):
     require(variant, device)
     model, reference = _models(bench_sizes, variant, device)
     x = _audio(bench_sizes, device)
@@ -115,7 +115,7 @@ def test_train_step(benchmark, precision, variant, bench_sizes, device, baseline
 
     harness.run(
         benchmark, step, group=f"train step {precision}", variant=variant,
-        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), device=device,
-        baselines=baselines, rounds=bench_sizes.rounds, info={"precision": precision},
+        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), session=bench_session,
+        rounds=bench_sizes.rounds, info={"precision": precision},
     )
     assert all(torch.isfinite(v).item() for v in losses), f"non-finite training loss ({variant.name})"

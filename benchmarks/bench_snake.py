@@ -64,23 +64,23 @@ def _expected(x, log_alpha, log_beta):
     return snake_reference(x.detach().float(), log_alpha.detach(), log_beta.detach())
 
 
-def test_copy(benchmark, dtype, bench_sizes, device, baselines):
+def test_copy(benchmark, dtype, bench_sizes, device, bench_session):
     """The device's copy bandwidth for this dtype and shape: the ceiling for Snake."""
     shape = bench_sizes.snake_shape
     x = torch.randn(shape, device=device).to(dtype)
     out = torch.empty_like(x)
     result = harness.run(
         benchmark, lambda: out.copy_(x), group=_copy_group(dtype, shape), variant=COPY,
-        work=harness.Work(2 * x.nbytes / 1e9, "GB/s"), device=device, baselines=baselines,
+        work=harness.Work(2 * x.nbytes / 1e9, "GB/s"), session=bench_session,
         rounds=bench_sizes.fast_rounds,
     )
     torch.testing.assert_close(out, x, rtol=0, atol=0)
     if result.throughput is not None:
-        baselines.copy_gbps[_copy_group(dtype, shape)] = result.throughput
+        bench_session.copy_gbps[_copy_group(dtype, shape)] = result.throughput
 
 
 @pytest.mark.parametrize("variant", OP_VARIANTS, ids=lambda v: v.name)
-def test_snake_forward(benchmark, variant, dtype, bench_sizes, device, baselines):
+def test_snake_forward(benchmark, variant, dtype, bench_sizes, device, bench_session):
     require(variant, device)
     shape = bench_sizes.snake_shape
     x, log_alpha, log_beta = _inputs(shape, dtype, device)
@@ -95,14 +95,14 @@ def test_snake_forward(benchmark, variant, dtype, bench_sizes, device, baselines
 
     result = harness.run(
         benchmark, forward, group=f"snake forward {_name(dtype, shape)}", variant=variant,
-        work=harness.Work(2 * x.nbytes / 1e9, "GB/s"), device=device, baselines=baselines,
+        work=harness.Work(2 * x.nbytes / 1e9, "GB/s"), session=bench_session,
         rounds=bench_sizes.fast_rounds, info={"dtype": str(dtype)},
     )
-    _record_copy_fraction(benchmark, baselines, result, dtype, shape)
+    _record_copy_fraction(benchmark, bench_session, result, dtype, shape)
 
 
 @pytest.mark.parametrize("variant", OP_VARIANTS, ids=lambda v: v.name)
-def test_snake_forward_backward(benchmark, variant, dtype, bench_sizes, device, baselines):
+def test_snake_forward_backward(benchmark, variant, dtype, bench_sizes, device, bench_session):
     require(variant, device)
     shape = bench_sizes.snake_shape
     x, log_alpha, log_beta = _inputs(shape, dtype, device, requires_grad=True)
@@ -120,14 +120,14 @@ def test_snake_forward_backward(benchmark, variant, dtype, bench_sizes, device, 
 
     result = harness.run(
         benchmark, forward_backward, group=f"snake forward+backward {_name(dtype, shape)}",
-        variant=variant, work=harness.Work(5 * x.nbytes / 1e9, "GB/s"), device=device,
-        baselines=baselines, rounds=bench_sizes.fast_rounds, info={"dtype": str(dtype)},
+        variant=variant, work=harness.Work(5 * x.nbytes / 1e9, "GB/s"), session=bench_session,
+        rounds=bench_sizes.fast_rounds, info={"dtype": str(dtype)},
     )
-    _record_copy_fraction(benchmark, baselines, result, dtype, shape)
+    _record_copy_fraction(benchmark, bench_session, result, dtype, shape)
 
 
-def _record_copy_fraction(benchmark, baselines, result, dtype, shape) -> None:
-    copy = baselines.copy_gbps.get(_copy_group(dtype, shape))
+def _record_copy_fraction(benchmark, bench_session, result, dtype, shape) -> None:
+    copy = bench_session.copy_gbps.get(_copy_group(dtype, shape))
     benchmark.extra_info["copy_group"] = _copy_group(dtype, shape)
     benchmark.extra_info["copy_gbps"] = copy
     benchmark.extra_info["copy_fraction"] = (

@@ -24,7 +24,7 @@ from benchmarks.variants import MODULE_VARIANTS, Variant, build_vae, require
 from lyra.streaming import decode_stream, encode_stream
 
 CHUNK_SECONDS = 10.0  # `lyra encode/decode --stream`'s default --chunk-seconds
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _require(variant: Variant, device: torch.device) -> None:
@@ -49,7 +49,7 @@ def _blocks(buffer: torch.Tensor, total: int, block: int):
 
 
 @pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
-def test_stream_encode(benchmark, variant, bench_sizes, device, baselines):
+def test_stream_encode(benchmark, variant, bench_sizes, device, bench_session):
     _require(variant, device)
     model, cfg, length, chunk_frames = _setup(bench_sizes, variant, device)
     block = cfg.sample_rate  # one second
@@ -65,13 +65,13 @@ def test_stream_encode(benchmark, variant, bench_sizes, device, baselines):
 
     harness.run(
         benchmark, encode, group=f"stream encode {bench_sizes.stream_seconds:g} s", variant=variant,
-        work=harness.Work(length / cfg.sample_rate, "audio s/s"), device=device,
-        baselines=baselines, rounds=ROUNDS, warmup=1, info={"chunk_frames": chunk_frames},
+        work=harness.Work(length / cfg.sample_rate, "audio s/s"), session=bench_session,
+        rounds=ROUNDS, info={"chunk_frames": chunk_frames},
     )
 
 
 @pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
-def test_stream_decode(benchmark, variant, bench_sizes, device, baselines):
+def test_stream_decode(benchmark, variant, bench_sizes, device, bench_session):
     _require(variant, device)
     model, cfg, length, chunk_frames = _setup(bench_sizes, variant, device)
     frames = math.ceil(length / cfg.hop_length)
@@ -88,6 +88,6 @@ def test_stream_decode(benchmark, variant, bench_sizes, device, baselines):
 
     harness.run(
         benchmark, decode, group=f"stream decode {bench_sizes.stream_seconds:g} s", variant=variant,
-        work=harness.Work(length / cfg.sample_rate, "audio s/s"), device=device,
-        baselines=baselines, rounds=ROUNDS, warmup=1, info={"chunk_frames": chunk_frames},
+        work=harness.Work(length / cfg.sample_rate, "audio s/s"), session=bench_session,
+        rounds=ROUNDS, info={"chunk_frames": chunk_frames},
     )

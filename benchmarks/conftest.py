@@ -2,6 +2,8 @@
 
 - collects ``bench_*.py`` files (the test suite's ``test_*.py`` pattern does not match them);
 - ``--lyra-size {small,full}`` picks the problem sizes (`benchmarks.sizes`);
+- ``--lyra-threads N`` sets torch's intra-op threads (default: PyTorch's own choice; on a
+  shared machine, 1 avoids OpenMP threads spinning on cores that others hold);
 - orders each benchmark's variants so the eager baseline runs first (its figures are what
   the others' `speedup_vs_eager` and `mem_ratio_vs_eager` divide by);
 - registers the activation ``snake_reference`` (the plain PyTorch formula) for the eager
@@ -21,10 +23,12 @@ import pytest
 import torch
 
 from benchmarks import harness
-from benchmarks.memory import use_steady_allocator
+from benchmarks.memory import PeakMemoryMeter, use_steady_allocator
 from benchmarks.sizes import SIZE_OPTION, Sizes, sizes_from_config
 from benchmarks.variants import BY_NAME, REFERENCE_ACTIVATION, ReferenceSnake
 from lyra import registry
+
+THREADS_OPTION = "--lyra-threads"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,6 +38,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="problem sizes: 'small' (demo model, short clips; a few minutes on a 2-core CPU) "
              "or 'full' (the design document's model, batch 4 x 40960 samples; for GPUs)",
     )
+    group.addoption(
+        THREADS_OPTION, type=int, default=0, metavar="N",
+        help="torch intra-op threads for the run (default 0: PyTorch's default, one per core)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption(THREADS_OPTION, default=0)
+    if threads < 0:
+        raise pytest.UsageError(f"{THREADS_OPTION}: expected a positive thread count (or 0), got {threads}")
+    if threads:
+        torch.set_num_threads(threads)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector):
@@ -92,8 +108,11 @@ def bench_sizes(pytestconfig: pytest.Config) -> Sizes:
 
 
 @pytest.fixture(scope="session")
-def baselines() -> harness.Baselines:
-    return harness.Baselines()
+def bench_session(device: torch.device) -> harness.Session:
+    use_steady_allocator()
+    meter = PeakMemoryMeter(device)
+    yield harness.Session(device, meter)
+    meter.close()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -104,11 +123,6 @@ def reference_activation():
         registry.register("activation", REFERENCE_ACTIVATION, ReferenceSnake)
     yield
     registry.REGISTRY.restore(saved)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def steady_allocator() -> None:
-    use_steady_allocator()
 
 
 @pytest.fixture(scope="session", autouse=True)

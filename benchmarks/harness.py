@@ -7,11 +7,13 @@ Every benchmark in the suite goes through `run`, so every saved result carries t
     throughput, throughput_unit  work per second of the median round ("audio s/s" or "GB/s")
     median_s                   the median round, in seconds
     peak_mem_bytes, peak_mem_method, peak_mem_growth_bytes   see `benchmarks.memory`
+    load_avg_1m                the system's 1-minute load average after the timed rounds
+                               (how busy the machine was: above the core count, timings are noise)
     speedup_vs_eager           eager median / this median     (same group, same session)
     mem_ratio_vs_eager         this peak / eager peak         (same group, same session)
 
 The eager variant of a group runs first (`conftest.py` orders the items) and leaves its
-figures in the session's `Baselines`; the other variants of the group divide by them. A
+figures in the `Session`; the other variants of the group divide by them. A
 variant whose eager run is not in the session (deselected, failed) gets ``None`` ratios;
 `tools/bench_report.py` recomputes the ratios from the saved JSON either way.
 
@@ -21,12 +23,13 @@ call; on CUDA the call ends with a synchronize, so the GPU's work is inside the 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from benchmarks.memory import measure_peak_memory
+from benchmarks.memory import PeakMemoryMeter
 from benchmarks.variants import EAGER, Variant
 
 
@@ -46,24 +49,25 @@ class Result:
 
 
 @dataclass
-class Baselines:
-    """Per session: the eager result of each group, and the measured copy bandwidths."""
+class Session:
+    """What the benchmarks of one pytest session share."""
 
-    eager: dict[str, Result] = field(default_factory=dict)
+    device: torch.device
+    memory: PeakMemoryMeter
+    eager: dict[str, Result] = field(default_factory=dict)     # keyed by group
     copy_gbps: dict[str, float] = field(default_factory=dict)  # keyed by the copy group
 
 
-def run(benchmark: Any, fn: Callable[[], object], *, group: str, variant: Variant, work: Work,
-        device: torch.device, baselines: Baselines, rounds: int, warmup: int = 1,
-        info: dict[str, Any] | None = None) -> Result:
+def run(benchmark: Any, fn: Callable[[], object], *, session: Session, group: str, variant: Variant,
+        work: Work, rounds: int, warmup: int = 1, info: dict[str, Any] | None = None) -> Result:
     """Benchmark `fn` (one call = `work`) and record it; returns what was measured."""
-    call = _synchronized(fn, device)
+    call = _synchronized(fn, session.device)
     benchmark.group = group
-    benchmark.extra_info.update(variant=variant.name, device=describe(device), **(info or {}))
+    benchmark.extra_info.update(variant=variant.name, device=describe(session.device), **(info or {}))
 
     for _ in range(warmup):  # compilation and first-call allocations happen here
         call()
-    memory = measure_peak_memory(call, device)
+    memory = session.memory.measure(call)
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
 
     stats = benchmark.stats.stats if benchmark.stats is not None else None
@@ -73,10 +77,11 @@ def run(benchmark: Any, fn: Callable[[], object], *, group: str, variant: Varian
         throughput=result.throughput, throughput_unit=work.unit, work_per_call=work.amount,
         median_s=median, peak_mem_bytes=memory.peak_bytes,
         peak_mem_growth_bytes=memory.growth_bytes, peak_mem_method=memory.method,
+        load_avg_1m=os.getloadavg()[0],
     )
     if variant == EAGER:
-        baselines.eager[group] = result
-    eager = baselines.eager.get(group)
+        session.eager[group] = result
+    eager = session.eager.get(group)
     benchmark.extra_info.update(
         speedup_vs_eager=_ratio(eager.median_s if eager else None, median),
         mem_ratio_vs_eager=_ratio(memory.peak_bytes, eager.peak_mem_bytes if eager else None),
@@ -87,7 +92,8 @@ def run(benchmark: Any, fn: Callable[[], object], *, group: str, variant: Varian
 def describe(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def _synchronized(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:

@@ -11,13 +11,17 @@
   and ``peak_bytes = growth_bytes = VmHWM - VmRSS(before)``. What was resident before the
   call (model, optimiser state, inputs) is not counted. Page granularity: 4 KiB.
 
-  glibc's allocator: during that one call, every allocation of 128 KiB or more gets its own
-  mapping (``mallopt(M_MMAP_THRESHOLD)``), so a freed tensor leaves the resident set at
-  once and the figure is the workload's own peak, not the allocator's fragmentation (which
-  made repeated readings of one workload differ by 20% and more). Outside it, including in
-  the timed rounds, the thresholds are pinned to the values glibc's dynamic policy settles
-  at after its first large free (mmap 32 MiB, trim 64 MiB, `use_steady_allocator`), so
-  timings do not depend on which benchmark ran before.
+  The glibc allocator would make that figure depend on history: memory freed earlier sits
+  in its arenas as free chunks, a later allocation reuses one (even when it is large), and
+  when freed again its pages stay resident, so the peak counted pages touched rather than
+  bytes live (2.5x too high after a few timed rounds, in one case). Hence the measured call
+  runs on a thread of its own (`PeakMemoryMeter`), whose arena has only ever served
+  measured calls, and with every allocation of 128 KiB or more given its own mapping
+  (``mallopt(M_MMAP_THRESHOLD)``), so a freed tensor leaves the resident set at once. The
+  figure is then the workload's own peak, repeatable to within a few pages. Outside the
+  measured call, in the timed rounds too, the thresholds are pinned to the values glibc's
+  dynamic policy settles at after its first large free (mmap 32 MiB, trim 64 MiB,
+  `use_steady_allocator`), so timings do not depend on which benchmark ran before.
 
 Where neither works (not Linux, /proc not writable) the measurement is ``None`` and says why.
 """
@@ -28,6 +32,7 @@ import ctypes
 import ctypes.util
 import functools
 import gc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -45,11 +50,36 @@ class PeakMemory:
     method: str               # "cuda_max_allocated", "rss_growth" or "unavailable: <why>"
 
 
-def measure_peak_memory(fn: Callable[[], object], device: torch.device) -> PeakMemory:
-    """Run `fn` once and return its peak memory on `device` (see the module docstring)."""
-    if device.type == "cuda":
-        return _cuda_peak(fn, device)
-    return _rss_peak(fn)
+class PeakMemoryMeter:
+    """Measures the peak memory of one call on `device` (see the module docstring)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.unavailable = "" if device.type == "cuda" else rss_unavailable()
+        self._thread: ThreadPoolExecutor | None = None
+        if device.type != "cuda" and not self.unavailable:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="lyra-memory")
+            self._thread.submit(_start_thread, torch.get_num_threads()).result()
+
+    def measure(self, fn: Callable[[], object]) -> PeakMemory:
+        """Run `fn` once (exceptions propagate) and return its peak memory."""
+        if self.device.type == "cuda":
+            return _cuda_peak(fn, self.device)
+        if self._thread is None:
+            fn()  # the workload still runs: a broken workload must not pass unnoticed
+            return PeakMemory(None, None, f"unavailable: {self.unavailable}")
+        return self._thread.submit(_rss_peak, fn).result()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown()
+
+
+def _start_thread(threads: int) -> None:
+    """Give the thread the session's intra-op thread count and start those workers now
+    (their stacks are not the workload's memory)."""
+    torch.set_num_threads(threads)
+    torch.ones(1 << 20).sin().sum()
 
 
 def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
@@ -64,39 +94,14 @@ def _cuda_peak(fn: Callable[[], object], device: torch.device) -> PeakMemory:
 
 
 def _rss_peak(fn: Callable[[], object]) -> PeakMemory:
-    why = rss_unavailable()
-    if why:
-        fn()  # the workload still runs: a broken workload must not pass unnoticed
-        return PeakMemory(None, None, f"unavailable: {why}")
     gc.collect()
     _mallopt(M_MMAP_THRESHOLD, MEASURE_MMAP_THRESHOLD)
     try:
         _malloc_trim()
         _reset_peak_rss()
         before = _status_kib("VmRSS")
-        import os
-        if os.environ.get("LYRA_MEMDBG"):
-            class MI(ctypes.Structure):
-                _fields_ = [(n, ctypes.c_size_t) for n in ("arena","ordblks","smblks","hblks","hblkhd","usmblks","fsmblks","uordblks","fordblks","keepcost")]
-            f = _libc().mallinfo2; f.restype = MI
-            h0 = f().hblkhd; t = torch.empty(8_000_000); h1 = f().hblkhd; del t
-            import threading
-            res = []
-            def th():
-                g0 = f().hblkhd; tt = torch.empty(8_000_000); res.append((f().hblkhd - g0) >> 20)
-            T = threading.Thread(target=th); T.start(); T.join()
-            print("MEMDBG probe: 32MB tensor mmapped MiB", (h1 - h0) >> 20, "from another thread", res, "maps", sum(1 for _ in open("/proc/self/maps")))
-            b = {k: _status_kib(k) for k in ("RssAnon", "RssFile", "RssShmem")}
         fn()
         growth = max(0, _status_kib("VmHWM") - before) * 1024
-        if os.environ.get("LYRA_MEMDBG"):
-            a = {k: _status_kib(k) for k in ("RssAnon", "RssFile", "RssShmem")}
-            print("MEMDBG growth MiB", growth >> 20, {k: (a[k] - b[k]) >> 10 for k in a}, "anon before", b["RssAnon"] >> 10)
-            class MI(ctypes.Structure):
-                _fields_ = [(n, ctypes.c_size_t) for n in ("arena","ordblks","smblks","hblks","hblkhd","usmblks","fsmblks","uordblks","fordblks","keepcost")]
-            f = _libc().mallinfo2; f.restype = MI
-            m = f(); print("MEMDBG mallinfo MiB", {n: getattr(m, n) >> 20 for n, _ in MI._fields_ if n not in ("ordblks","smblks","hblks")}, "hblks", m.hblks)
-            _malloc_trim(); print("MEMDBG anon after trim", _status_kib("RssAnon") >> 10)
     finally:
         use_steady_allocator()
     return PeakMemory(growth, growth, "rss_growth")

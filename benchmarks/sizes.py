@@ -56,7 +56,7 @@ def sizes(name: str) -> Sizes:
         return Sizes(
             name="small", model=ModelConfig.small(), batch=1, samples=32 * 2048,
             snake_shape=(2, 64, 32768), snake_dtypes=(torch.float32,),
-            stream_seconds=30.0, rounds=5, fast_rounds=10,
+            stream_seconds=30.0, rounds=10, fast_rounds=30,
         )
     if name == "full":
         return Sizes(

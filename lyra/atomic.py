@@ -76,7 +76,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
 def _is_device(path: Path) -> bool:
     """An existing character/block device, FIFO or socket: not a file to replace."""
-    return False
+    return path.is_char_device() or path.is_block_device() or path.is_fifo() or path.is_socket()
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -106,17 +106,23 @@ def report(run: dict[str, Any], path: Path) -> str:
         members.sort(key=lambda r: VARIANT_ORDER.index(r.variant) if r.variant in VARIANT_ORDER else 99)
         eager = next((r for r in members if r.variant == "eager"), None)
         for row in members:
-            copy = groups.get(row.copy_group, [None])[0] if row.copy_group else None
-            lines.append("| " + " | ".join([
-                group, row.variant, _seconds(row.median_s), _throughput(row),
-                _times(eager.median_s / row.median_s) if eager else "–",
-                _mib(row.peak_bytes),
-                _times(row.peak_bytes / eager.peak_bytes) if eager and row.peak_bytes is not None
-                and eager.peak_bytes else "–",
-                f"{row.throughput / copy.throughput:.0%}" if copy and row.throughput and copy.throughput else "",
-            ]) + " |")
+            copy = groups[row.copy_group][0] if row.copy_group in groups else None
+            lines.append("| " + " | ".join(_cells(row, eager, copy)) + " |")
     lines += ["", _memory_note(run)]
     return "\n".join(lines) + "\n"
+
+
+def _cells(row: Row, eager: Row | None, copy: Row | None) -> list[str]:
+    """One table row; ratios are against `eager` (same group) and `copy` (the copy benchmark)."""
+    speedup = _times(eager.median_s / row.median_s) if eager else "–"
+    mem_ratio = "–"
+    if eager and eager.peak_bytes and row.peak_bytes is not None:
+        mem_ratio = _times(row.peak_bytes / eager.peak_bytes)
+    of_copy = ""
+    if copy and copy.throughput and row.throughput is not None:
+        of_copy = f"{row.throughput / copy.throughput:.0%}"
+    return [row.group, row.variant, _seconds(row.median_s), _throughput(row), speedup,
+            _mib(row.peak_bytes), mem_ratio, of_copy]
 
 
 def _machine_line(run: dict[str, Any], path: Path) -> str:
@@ -132,6 +138,10 @@ def _machine_line(run: dict[str, Any], path: Path) -> str:
         f"device {lyra.get('device', '?')}",
         f"size `{lyra.get('size', '?')}`",
     ]
+    loads = [(b.get("extra_info") or {}).get("load_avg_1m") for b in run["benchmarks"]]
+    loads = [x for x in loads if isinstance(x, (int, float))]
+    if loads:
+        parts.append(f"1-minute load average {min(loads):.1f}-{max(loads):.1f} during the run")
     when = run.get("datetime", "?")
     rev = commit.get("id", "")[:9] + (" (uncommitted changes)" if commit.get("dirty") else "")
     return (f"Run `{path.name}` ({when}, commit {rev or '?'}): " + ", ".join(parts)

@@ -72,7 +72,6 @@ def speed(args: argparse.Namespace) -> None:
     model = build(args.model)
     x = torch.from_numpy(np.concatenate(list(signal_blocks(args.seconds)))).T.contiguous()   # [2, T]
     frames = max(1, round(args.chunk_seconds * SAMPLE_RATE / model.hop_length))
-    rows = []
     with torch.inference_mode():   # warm up (oneDNN picks its kernels on first use)
         model.decode(model.encode(x[None, :, :model.hop_length * 4])[0])
 
@@ -92,39 +91,38 @@ def speed(args: argparse.Namespace) -> None:
     diff_z = (zs - z[0]).abs().max().item()
     diff_y = (ys - y[0]).abs().max().item()
     n = sum(p.numel() for p in model.parameters())
-    rows.append((args.model, f"{n:,}", args.seconds, args.seconds / enc_off, args.seconds / enc_st,
-                 args.seconds / dec_off, args.seconds / dec_st, diff_z, diff_y))
-    print(f"| model | parameters | audio (s) | encode offline | encode streamed | decode offline | decode streamed "
-          f"| max diff latents | max diff audio |")
+    s = args.seconds
+    print("| model | parameters | audio (s) | encode offline | encode streamed | decode offline | decode streamed "
+          "| max diff latents | max diff audio |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:g} | {r[3]:.2f}x | {r[4]:.2f}x | {r[5]:.2f}x | {r[6]:.2f}x | {r[7]:.1e} | {r[8]:.1e} |")
+    print(f"| {args.model} | {n:,} | {s:g} | {s / enc_off:.2f}x | {s / enc_st:.2f}x | {s / dec_off:.2f}x "
+          f"| {s / dec_st:.2f}x | {diff_z:.1e} | {diff_y:.1e} |")
     print(f"(streamed: --chunk-seconds {args.chunk_seconds}; torch threads {torch.get_num_threads()}; "
           f"best of {args.repeat})")
 
 
-def run_measured(cmd: list[str], stdin_blocks=None, header: bytes = b"", stdout=subprocess.DEVNULL) -> tuple[float, float, float]:
-    """Run `cmd`, optionally piping a WAV into it.
+def run_measured(cmd: list[str], stdin_blocks=None, header: bytes = b"", stdout=subprocess.DEVNULL) -> dict:
+    """Run `cmd`, optionally piping a WAV into it; measure its memory.
 
-    Returns (peak RSS in MiB from the kernel's rusage, wall seconds, seconds into the run at
-    which the peak was last raised, from polling /proc/PID/status VmHWM twice a second).
+    Returns peak RSS (MiB, from the kernel's rusage at exit), wall seconds, and from polling
+    /proc/PID/status twice a second: when the peak (VmHWM) was last raised, and the resident
+    memory (VmRSS) at 1/4, 1/2 and 3/4 of the run.
     """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin_blocks is not None else subprocess.DEVNULL,
                             stdout=stdout, stderr=subprocess.PIPE)
-    last_raise = [0.0]
+    samples: list[tuple[float, int, int]] = []     # (seconds, VmRSS KiB, VmHWM KiB)
     done = threading.Event()
 
     def watch() -> None:
-        peak = 0
         while not done.wait(0.5):
             try:
                 status = Path(f"/proc/{proc.pid}/status").read_text()
             except OSError:
                 return
-            hwm = int(status.split("VmHWM:")[1].split()[0]) if "VmHWM:" in status else 0
-            if hwm > peak:
-                peak, last_raise[0] = hwm, time.perf_counter() - start
+            if "VmHWM:" in status:
+                field = lambda key: int(status.split(key)[1].split()[0])   # noqa: E731
+                samples.append((time.perf_counter() - start, field("VmRSS:"), field("VmHWM:")))
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
@@ -143,7 +141,13 @@ def run_measured(cmd: list[str], stdin_blocks=None, header: bytes = b"", stdout=
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}): {err.strip()}")
-    return usage.ru_maxrss / 1024, wall, last_raise[0]
+    peak_at = next((t for t, _, hwm in samples if hwm == samples[-1][2]), 0.0) if samples else 0.0
+
+    def rss_at(fraction: float) -> float:
+        return min(samples, key=lambda s: abs(s[0] - fraction * wall))[1] / 1024 if samples else float("nan")
+
+    return {"peak": usage.ru_maxrss / 1024, "wall": wall, "peak_at": peak_at,
+            "rss": [rss_at(f) for f in (0.25, 0.5, 0.75)]}
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -154,9 +158,9 @@ def memory(args: argparse.Namespace) -> None:
         stream = [] if args.offline else ["--stream", "--chunk-seconds", str(args.chunk_seconds)]
         stream += ["--threads", str(args.threads)] if args.threads else []
         mode = "offline" if args.offline else f"--stream, {args.chunk_seconds:g} s chunks"
-        print("| model | input | mode | encode peak RSS (reached at) | encode x realtime "
-              "| decode peak RSS (reached at) | decode x realtime |")
-        print("|---|---|---|---|---|---|---|")
+        print("| model | input | mode | encode peak RSS (reached at) | encode RSS at 1/4, 1/2, 3/4 | encode x realtime "
+              "| decode peak RSS (reached at) | decode RSS at 1/4, 1/2, 3/4 | decode x realtime |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for minutes in args.minutes:
             seconds = minutes * 60
             frames = int(seconds * SAMPLE_RATE)
@@ -173,9 +177,9 @@ def memory(args: argparse.Namespace) -> None:
                 enc = run_measured([*LYRA, "encode", "-", str(lyra_file), "-c", str(ckpt), "--device", "cpu", *stream],
                                    signal_blocks(seconds), wav_header(frames))
             dec = run_measured([*LYRA, "decode", str(lyra_file), "-", "-c", str(ckpt), "--device", "cpu", *stream])
-            print(f"| {args.model} | {minutes:g} min | {mode} | {enc[0]:,.0f} MiB ({enc[2]:.0f} s of {enc[1]:.0f} s) "
-                  f"| {seconds / enc[1]:.2f}x | {dec[0]:,.0f} MiB ({dec[2]:.0f} s of {dec[1]:.0f} s) "
-                  f"| {seconds / dec[1]:.2f}x |", flush=True)
+            cells = [f"{m['peak']:,.0f} MiB ({m['peak_at']:.0f} s of {m['wall']:.0f} s) "
+                     f"| {' / '.join(f'{r:,.0f}' for r in m['rss'])} MiB | {seconds / m['wall']:.2f}x" for m in (enc, dec)]
+            print(f"| {args.model} | {minutes:g} min | {mode} | {cells[0]} | {cells[1]} |", flush=True)
 
 
 def main() -> None:

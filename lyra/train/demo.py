@@ -72,12 +72,6 @@ def run_demo(out: str | Path = "demo-out", steps: int | None = None, stream: Tex
 
     `files` is (training clips, held-out clips, seconds per clip).
     """
-    import soundfile as sf
-
-    from lyra.atomic import atomic_path
-    from lyra.checkpoint import load_model
-    from lyra.model import build_model
-    from lyra.train.engine import train
     from lyra.train.synth import write_dataset
 
     stream = stream or sys.stdout
@@ -85,7 +79,7 @@ def run_demo(out: str | Path = "demo-out", steps: int | None = None, stream: Tex
     cfg = demo_config(out)
     if steps is not None:
         cfg = replace(cfg, optim=replace(cfg.optim, max_steps=steps))
-    say = lambda text: print(text, file=stream, flush=True)  # noqa: E731
+    say = _Printer(stream)
 
     started = time.perf_counter()
     n_train, n_val, seconds = files
@@ -98,14 +92,33 @@ def run_demo(out: str | Path = "demo-out", steps: int | None = None, stream: Tex
         say(f"    (replacing the previous demo run in {run_dir})")
         shutil.rmtree(run_dir)
 
-    data, rate = sf.read(str(held_out[0]), dtype="float32", always_2d=True)
+    threads = torch.get_num_threads()   # the scoring below runs outside train(): same threads
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    try:
+        return _train_and_compare(cfg, held_out[0], say, started, out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_and_compare(cfg, held_out: Path, say: "_Printer", started: float, out: Path) -> tuple[Scores, Scores]:
+    import soundfile as sf
+
+    from lyra.atomic import atomic_path
+    from lyra.checkpoint import load_model
+    from lyra.model import build_model
+    from lyra.train.engine import train
+
+    run_dir = Path(cfg.run_dir)
+    data, rate = sf.read(str(held_out), dtype="float32", always_2d=True)
     clip = torch.from_numpy(data.T.copy())                  # [T, C] -> [C, T]
     torch.manual_seed(cfg.seed)                              # the same initial weights as training
-    before, recon_before = reconstruction_scores(build_model(cfg.model), clip)
+    untrained = build_model(cfg.model)
+    before, recon_before = reconstruction_scores(untrained, clip)
 
-    say(f"2/4 training the small model ({sum(p.numel() for p in build_model(cfg.model).parameters()):,} "
+    say(f"2/4 training the small model ({sum(p.numel() for p in untrained.parameters()):,} "
         f"parameters) for {cfg.optim.max_steps} steps on the CPU ...")
-    train(cfg, stream=stream)
+    train(cfg, stream=say.stream)
 
     say("3/4 encoding and decoding the held-out clip with the trained checkpoint ...")
     checkpoint = trained_checkpoint(run_dir)
@@ -115,7 +128,7 @@ def run_demo(out: str | Path = "demo-out", steps: int | None = None, stream: Tex
         with atomic_path(out / f"held-out-{name}.wav") as tmp:
             sf.write(str(tmp), audio.clamp(-1, 1).T.numpy(), rate, subtype="PCM_16", format="WAV")
 
-    say(f"4/4 held-out clip {held_out[0]} ({clip.shape[-1] / rate:.1f} s), reconstructed from its latent:")
+    say(f"4/4 held-out clip {held_out} ({clip.shape[-1] / rate:.1f} s), reconstructed from its latent:")
     say(f"    {'':18}{'SI-SDR (dB, higher is better)':>32}{'mel distance (lower is better)':>34}")
     say(f"    {'untrained model':18}{before.si_sdr:>32.2f}{before.mel_distance:>34.3f}")
     say(f"    {'trained model':18}{after.si_sdr:>32.2f}{after.mel_distance:>34.3f}")
@@ -123,11 +136,19 @@ def run_demo(out: str | Path = "demo-out", steps: int | None = None, stream: Tex
     say("    which also needs the waveform's phase, rises from 'unrelated' and turns positive only after")
     say("    far longer training of a larger model (configs/default.toml).")
     say(f"done in {time.perf_counter() - started:.0f} s. Listen: {out}/held-out-untrained.wav, "
-        f"{out}/held-out-trained.wav (original: {held_out[0]}); validation audio and spectrograms in "
+        f"{out}/held-out-trained.wav (original: {held_out}); validation audio and spectrograms in "
         f"{run_dir}/samples; metrics in {run_dir}/metrics.jsonl.")
     say(f"Your own audio: lyra encode song.wav song.lyra -c {checkpoint}; "
         f"lyra decode song.lyra decoded.wav -c {checkpoint}")
     return before, after
+
+
+class _Printer:
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __call__(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
 
 
 def trained_checkpoint(run_dir: Path) -> Path:
