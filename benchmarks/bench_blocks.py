@@ -72,6 +72,8 @@ def test_block(benchmark, kind, pass_, variant, bench_sizes, device, bench_sessi
         want = torch.autograd.grad(reference(x), (x, *reference.parameters()), grad_y)
         harness.check_matches(call()[0], want[0], harness.matmul_tolerance(device),
                               f"{kind} grad_x ({variant.name})")
+        del want
+    del reference
 
     harness.run(
         benchmark, call, group=f"{kind} {pass_}", variant=variant,

@@ -50,6 +50,7 @@ def test_encode(benchmark, variant, bench_sizes, device, bench_session):
     with torch.no_grad():
         harness.check_matches(encode()[0], reference.encode(x)[0], harness.matmul_tolerance(device),
                               f"encode mean ({variant.name})")
+    del reference
     harness.run(
         benchmark, encode, group="model encode", variant=variant,
         work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), session=bench_session,
@@ -72,6 +73,7 @@ def test_decode(benchmark, variant, bench_sizes, device, bench_session):
     with torch.no_grad():
         harness.check_matches(decode(), reference.decode(z), harness.matmul_tolerance(device),
                               f"decode ({variant.name})")
+    del reference
     harness.run(
         benchmark, decode, group="model decode", variant=variant,
         work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), session=bench_session,

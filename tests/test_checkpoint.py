@@ -109,3 +109,18 @@ def test_init_checkpoint_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert main(["init-checkpoint", str(tmp_path / "missing" / "x.pt"), "--small"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err
+
+
+def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    from lyra.atomic import atomic_path, atomic_write
+
+    old = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.bin") as f:
+            f.write(b"x")
+        with atomic_path(tmp_path / "b.bin") as p:
+            p.write_bytes(b"y")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
