@@ -24,15 +24,6 @@ from lyra.train.schedule import learning_rate
 from train_helpers import make_data, tiny_config
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for code run outside `train()` (which sets runtime.threads itself)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _weights(path):
     return read_checkpoint(path)["model"]
 

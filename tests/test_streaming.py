@@ -13,14 +13,7 @@ from lyra.streaming import (Context, OverlapStream, StagedDecoder, crop_stream, 
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine, OpenMP barriers across oversubscribed
-    cores make small convolutions 10-100x slower. The results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 def tiny_model(seed: int = 0) -> lyra.VAE:
