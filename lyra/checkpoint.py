@@ -14,14 +14,26 @@ A checkpoint is a `torch.save`d dict of plain data and tensors only, so it loads
 `save_checkpoint` writes atomically; `load_model` rebuilds the model through the registry,
 so a checkpoint naming a plugin's block needs that plugin installed (the error says which
 package provided it).
+
+A checkpoint file is input like any other: nothing in it is trusted before it is checked.
+`read_checkpoint` checks its structure (keys and types); `model_from_state` builds the model
+its config describes on the ``meta`` device (no memory), compares every expected weight name
+and shape with the stored tensors, and only then builds it for real, so a 1 KB file whose
+config claims a 100 GB model is refused before anything is allocated. `check_train_state` and
+`check_optimizer_state` do the same for what ``lyra train --resume`` reads. Each problem is a
+one-line `LyraError` naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import torch
 
@@ -80,11 +92,42 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise LyraError(f"{path}: not a Lyra checkpoint")
     if state.get("version") != VERSION:
         raise LyraError(f"{path}: checkpoint version {state.get('version')} is not supported (expected {VERSION})")
+    _check_structure(state, str(path))
     return state
 
 
+def _check_structure(state: dict[str, Any], source: str) -> None:
+    """The keys `read_checkpoint` promises, with the types their readers assume."""
+    for key in ("model_config", "model"):
+        if key not in state:
+            raise LyraError(f"{source}: incomplete Lyra checkpoint (it has no '{key}')")
+    if not isinstance(state["model_config"], dict):
+        raise LyraError(f"{source}: 'model_config' must be a table, got {_kind(state['model_config'])}")
+    weights = state["model"]
+    if not isinstance(weights, dict):
+        raise LyraError(f"{source}: 'model' must be a table of named tensors, got {_kind(weights)}")
+    for name, tensor in weights.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise LyraError(f"{source}: 'model' must map weight names to tensors; {name!r} is {_kind(tensor)}")
+        if tensor.layout != torch.strided or not tensor.is_floating_point():
+            raise LyraError(f"{source}: weight {name} is a {tensor.dtype} {tensor.layout} tensor, not dense floating point")
+    providers = state.get("providers", {})
+    if not isinstance(providers, dict) or not all(isinstance(v, str) for v in providers.values()):
+        raise LyraError(f"{source}: 'providers' must be a table of package names")
+    if "train" in state and not isinstance(state["train"], dict):
+        raise LyraError(f"{source}: 'train' must be a table, got {_kind(state['train'])}")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return "a tensor"
+    return {dict: "a table", list: "a list", tuple: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
 def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> VAE:
-    """Rebuild the model a checkpoint dict describes and load its weights."""
+    """Rebuild the model a checkpoint dict describes and load its weights (checked first)."""
+    _check_structure(state, source)
     config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
     providers = state.get("providers", {})
     for kind, key in COMPONENT_KEYS.items():
@@ -103,12 +146,129 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> VAE:
                 f"{source}: the model uses {kind} '{name}' from package '{package}', which is not "
                 f"installed or not registered; install it (pip install {package}) and retry"
             ) from None
+    check_weights(config, state["model"], source)
     model = build_model(config)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise LyraError(f"{source}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
     return model
+
+
+def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Every weight the config implies is stored, with its shape, and nothing else is.
+
+    The model is built on the ``meta`` device, which allocates nothing, so a config that
+    claims a huge model costs nothing to check. (A component must therefore be buildable on
+    ``meta``: create tensors through torch's factories, without a fixed device.)
+    """
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    except LyraError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LyraError(f"{source}: its model config does not build a model ({first})") from None
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise LyraError(f"{source}: weights do not match the model config (no {missing[0]}{more}; "
+                        f"the config describes {_count(expected)} parameters)")
+    extra = [k for k in weights if k not in expected]
+    if extra:
+        more = f" and {len(extra) - 1} more" if len(extra) > 1 else ""
+        raise LyraError(f"{source}: weights do not match the model config (unexpected {extra[0]}{more})")
+    for key, shape in expected.items():
+        if tuple(weights[key].shape) != shape:
+            raise LyraError(f"{source}: weights do not match the model config ({key} is {list(weights[key].shape)} "
+                            f"in the file, the config implies {list(shape)})")
+
+
+def _count(shapes: dict[str, tuple[int, ...]]) -> str:
+    return f"{sum(math.prod(s) for s in shapes.values()):,}"
+
+
+# ---------------------------------------------------------------------------------------
+# What `lyra train --resume` reads
+# ---------------------------------------------------------------------------------------
+_TRAIN_INTS = ("step", "batches", "nonfinite_run", "world_size")
+_TRAIN_NUMBERS = ("best_val", "audio_seconds")
+
+
+def check_train_state(state: dict[str, Any], source: str | Path) -> None:
+    """A checkpoint (from `read_checkpoint`) that a run can resume from: its weights fit its
+    config and its "train" table has every key the engine restores, with sound types."""
+    source = str(source)
+    if "train" not in state:
+        raise LyraError(f"{source}: has no training state to resume from")
+    config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
+    check_weights(config, state["model"], source)
+    train = state["train"]
+    for key in (*_TRAIN_INTS, *_TRAIN_NUMBERS, "optimizer", "rng"):
+        if key not in train:
+            raise LyraError(f"{source}: training state has no '{key}'; it cannot be resumed")
+    for key in _TRAIN_INTS:
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "world_size" else 0):
+            raise LyraError(f"{source}: training state '{key}' must be a non-negative integer, got {value!r}")
+    for key in _TRAIN_NUMBERS:
+        if isinstance(train[key], bool) or not isinstance(train[key], (int, float)):
+            raise LyraError(f"{source}: training state '{key}' must be a number, got {_kind(train[key])}")
+    optimizer = train["optimizer"]
+    if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict)
+            or not isinstance(optimizer.get("param_groups"), list)):
+        raise LyraError(f"{source}: training state 'optimizer' is not an optimizer's state (state, param_groups)")
+    if not isinstance(train.get("scaler", {}), dict):
+        raise LyraError(f"{source}: training state 'scaler' must be a table, got {_kind(train['scaler'])}")
+    _check_rng(train["rng"], source)
+
+
+def _check_rng(rng: Any, source: str) -> None:
+    """The random-number states of `lyra.train.state.capture_rng`, sized as this process's."""
+    bad = f"{source}: training state 'rng' is damaged"
+    if not isinstance(rng, dict) or not all(isinstance(rng.get(k), dict) for k in ("numpy", "python")):
+        raise LyraError(f"{bad} (expected torch, numpy and python states)")
+    torch_state, numpy_state, python_state = rng.get("torch"), rng["numpy"], rng["python"]
+    if (not isinstance(torch_state, torch.Tensor) or torch_state.dtype != torch.uint8
+            or torch_state.shape != torch.get_rng_state().shape):
+        raise LyraError(f"{bad} (its torch state is not a generator state)")
+    keys = numpy_state.get("keys")
+    if (not isinstance(keys, torch.Tensor) or keys.shape != np.random.get_state()[1].shape
+            or not isinstance(numpy_state.get("kind"), str)
+            or not all(isinstance(numpy_state.get(k), (int, float)) for k in ("pos", "has_gauss", "cached_gaussian"))):
+        raise LyraError(f"{bad} (its numpy state is not a generator state)")
+    internal = python_state.get("state")
+    if (not isinstance(internal, torch.Tensor) or internal.shape != (len(random.getstate()[1]),)
+            or not isinstance(python_state.get("version"), int)
+            or not isinstance(python_state.get("gauss_next"), (float, type(None)))):
+        raise LyraError(f"{bad} (its python state is not a generator state)")
+    cuda = rng.get("cuda", [])
+    if not isinstance(cuda, list) or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda):
+        raise LyraError(f"{bad} (its cuda states are not generator states)")
+
+
+def check_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer, source: str | Path) -> None:
+    """`saved` (a checked train state's "optimizer") fits `optimizer`: the same parameter
+    groups and sizes, and every per-parameter state tensor shaped like its parameter."""
+    groups = saved["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        raise LyraError(f"{source}: the optimizer state has {len(groups)} parameter groups, the model's optimizer "
+                        f"{len(optimizer.param_groups)}")
+    for i, (group, live) in enumerate(zip(groups, optimizer.param_groups)):
+        ids = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(live["params"]):
+            count = len(ids) if isinstance(ids, list) else "no"
+            raise LyraError(f"{source}: optimizer parameter group {i} has {count} parameters, the model's has "
+                            f"{len(live['params'])}")
+        for index, param in zip(ids, live["params"]):
+            entry = saved["state"].get(index, {})
+            if not isinstance(entry, dict):
+                raise LyraError(f"{source}: optimizer state of parameter {index} is {_kind(entry)}, not a table")
+            for name, value in entry.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise LyraError(f"{source}: optimizer state '{name}' of parameter {index} is "
+                                    f"{list(value.shape)}, the parameter is {list(param.shape)}")
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> VAE:

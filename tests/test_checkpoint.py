@@ -124,3 +124,109 @@ def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
         os.umask(old)
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile or damaged checkpoints: checked before anything is built, one line naming the file
+# ---------------------------------------------------------------------------------------
+def _saved(tmp_path, name="m.pt", train_state=None):
+    path = tmp_path / name
+    save_checkpoint(path, build_model(tiny()), train_state)
+    return path, torch.load(path, weights_only=True)
+
+
+def test_a_tiny_file_claiming_a_huge_model_is_refused_before_allocating(tmp_path):
+    """The issue's 1 KB checkpoint: base_channels = 65536 would be 120 GB per residual conv.
+    (On the old code this raised the allocator's RuntimeError instead.)"""
+    path = tmp_path / "huge.pt"
+    torch.save({"format": "lyra-checkpoint", "version": 1, "providers": {}, "model": {},
+                "model_config": ModelConfig.small(base_channels=65536).to_dict()}, path)
+    assert path.stat().st_size < 2048
+    with pytest.raises(LyraError) as info:
+        load_model(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: weights do not match the model config (no encoder.conv_in.weight")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s.pop("model"), "incomplete Lyra checkpoint (it has no 'model')"),
+    (lambda s: s.pop("model_config"), "incomplete Lyra checkpoint (it has no 'model_config')"),
+    (lambda s: s.update(model=list(s["model"].values())), "'model' must be a table of named tensors, got a list"),
+    (lambda s: s.update(model_config=[1, 2]), "'model_config' must be a table, got a list"),
+    (lambda s: s["model"].update({"decoder.conv_out.bias": "zeros"}), "decoder.conv_out.bias' is a string"),
+    (lambda s: s["model"].update({"decoder.conv_out.bias": torch.zeros(2, dtype=torch.int64)}),
+     "weight decoder.conv_out.bias is a torch.int64"),
+    (lambda s: s.update(providers=["lyra"]), "'providers' must be a table of package names"),
+])
+def test_damaged_checkpoint_structure_is_one_line_naming_the_file(tmp_path, change, message):
+    path, state = _saved(tmp_path)
+    change(state)
+    torch.save(state, path)
+    with pytest.raises(LyraError) as info:
+        load_model(path)
+    assert str(info.value).startswith(str(path)) and message in str(info.value), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda w: w.pop("encoder.conv_out.bias"), "(no encoder.conv_out.bias; the config describes"),
+    (lambda w: w.update(extra=torch.zeros(1)), "(unexpected extra)"),
+    (lambda w: w.update({"encoder.conv_in.weight": torch.zeros(4, 2, 5)}),
+     "(encoder.conv_in.weight is [4, 2, 5] in the file, the config implies [4, 2, 7])"),
+])
+def test_each_weight_is_compared_with_what_the_config_implies(tmp_path, change, message):
+    path, state = _saved(tmp_path)
+    change(state["model"])
+    torch.save(state, path)
+    with pytest.raises(LyraError, match="weights do not match the model config") as info:
+        load_model(path)
+    assert message in str(info.value), str(info.value)
+
+
+def _trained_run(tmp_path):
+    """A finished 2-step run and its TOML config (for `lyra train --resume`)."""
+    from lyra.train.engine import train
+    from lyra.train.toml_writer import dumps
+    from train_helpers import make_data, tiny_config, tiny_config_dict
+
+    make_data(tmp_path, train_files=2, val_files=1, seconds=0.25)
+    tables = dict(optim={"max_steps": 2, "warmup_steps": 1}, logging={"eval_every": 100},
+                  checkpoint={"save_every": 2})
+    train(tiny_config(tmp_path, **tables))
+    config = tmp_path / "run.toml"
+    config.write_text(dumps(tiny_config_dict(tmp_path, **{**tables, "optim": {"max_steps": 3, "warmup_steps": 1}})))
+    return config, tmp_path / "run" / "latest.pt"
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    return _trained_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda s: s["train"].pop("optimizer"), "training state has no 'optimizer'; it cannot be resumed"),
+    (lambda s: s["train"].update(step="3"), "training state 'step' must be a non-negative integer"),
+    (lambda s: s["train"]["rng"].update(torch=torch.zeros(3, dtype=torch.uint8)), "'rng' is damaged"),
+    (lambda s: s["train"]["optimizer"].update(param_groups=[]), "the optimizer state has 0 parameter groups"),
+    (lambda s: s["train"]["optimizer"]["state"][0].update(exp_avg=torch.zeros(3)),
+     "optimizer state 'exp_avg' of parameter 0 is [3], the parameter is"),
+    (lambda s: s["model"].update({"decoder.conv_out.bias": torch.zeros(5)}),
+     "weights do not match the model config (decoder.conv_out.bias is [5] in the file"),
+])
+def test_resuming_from_a_damaged_train_state_is_one_line(tmp_path, trained_run, capsys, change, message):
+    from lyra.cli import main
+
+    config, latest = trained_run
+    pristine = latest.read_bytes()
+    try:
+        state = torch.load(latest, weights_only=True)
+        change(state)
+        torch.save(state, latest)
+        capsys.readouterr()
+        code = main(["train", str(config), "--resume"])
+        err = capsys.readouterr().err
+    finally:
+        latest.write_bytes(pristine)
+    assert code == 1, err
+    assert err.count("\n") == 1 and err.startswith(f"lyra: error: {latest}: ") and message in err, err

@@ -28,7 +28,7 @@ from typing import Any, Iterator, TextIO
 
 import torch
 
-from lyra.checkpoint import read_checkpoint
+from lyra.checkpoint import check_optimizer_state, check_train_state, read_checkpoint
 from lyra.config import ModelConfig, from_dict
 from lyra.errors import LyraError
 from lyra.loss import MultiResolutionSTFTLoss, kl_divergence, kl_weight
@@ -164,8 +164,7 @@ class Trainer:
         if not latest.exists():
             raise LyraError(f"{latest}: no checkpoint to resume from (run without --resume to start)")
         state = read_checkpoint(latest)
-        if "train" not in state:
-            raise LyraError(f"{latest}: has no training state to resume from")
+        check_train_state(state, latest)   # weights fit the config; every key _restore reads
         saved_model = from_dict(ModelConfig, state["model_config"], f"{latest}:model")
         if saved_model != self.cfg.model:
             raise LyraError(f"{latest}: the config's [model] differs from the checkpoint's; a resumed run keeps its model")
@@ -190,6 +189,7 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
     def _restore(self, state: dict[str, Any]) -> None:
+        check_optimizer_state(state["optimizer"], self.optimizer, self.store.latest)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler.is_enabled() and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
