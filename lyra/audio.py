@@ -18,10 +18,17 @@ Writing produces WAV or FLAC, atomically (`lyra.atomic`), or a WAV/FLAC stream o
     with AudioWriter("out.wav", 44100, 2) as out:
         out.write(block)                                     # [C, n]
 
-Standard input is read as it arrives when it is WAV or OGG (libsndfile reads those from a
-pipe); other formats on a pipe (FLAC, MP3) need seeking, so they are first spooled to an
-anonymous temporary file. A WAV stream on stdout whose length is not known in advance gets
-the usual 0xFFFFFFFF "unknown size" header, as ffmpeg and sox write.
+Standard input, a named pipe or a process substitution (``<(ffmpeg ...)``) is read as it
+arrives when it is WAV or OGG (libsndfile reads those from a pipe); other formats on a pipe
+(FLAC, MP3) need seeking, so they are first spooled to an anonymous temporary file. A WAV
+stream on stdout (or a pipe) whose length is not known in advance gets the usual 0xFFFFFFFF
+"unknown size" header, as ffmpeg and sox write; a FLAC for stdout or a pipe is written to an
+anonymous temporary file and copied out when complete, because libsndfile finishes a FLAC
+header by seeking back to it. Every byte is written or an `OSError` propagates.
+
+A WAV, RF64 or AIFF whose header promises more samples than the file holds (a copy or
+download cut short) is read as far as it goes; `AudioSource.truncation` (and
+`AudioInfo.truncation`) then holds a one-line warning giving both durations.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import torch
 
 from lyra.atomic import atomic_path
 from lyra.errors import LyraError
+from lyra.fullwrite import write_all
 from lyra.streaming import Context, OverlapStream, run_stream
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")   # picked from folders
@@ -56,6 +64,7 @@ STDIN = "-"
 _PIPE_MAGIC = (b"RIFF", b"OggS")   # (libsndfile misreads RF64 from a pipe: spooled)
 # The resampler's polyphase kernel is [new', 1, orig' + 2*width] for coprime orig':new'; cap it.
 _MAX_RESAMPLE_KERNEL = 1 << 25
+_HEAD_BYTES = 1 << 16   # where a file's header is looked for (the length it promises)
 
 
 # ---------------------------------------------------------------------------------------
@@ -71,6 +80,7 @@ class AudioSource:
         self.format: str = sf.format
         self.subtype: str = sf.subtype
         self.frames_read = 0
+        self.declared_frames: int | None = None   # what the file's header promises, if it says
 
     def blocks(self, block_frames: int = BLOCK_FRAMES) -> Iterator[torch.Tensor]:
         """[channels, n] float32 blocks until the end; NaN/Inf and empty files are errors."""
@@ -92,6 +102,15 @@ class AudioSource:
         """The whole file as one [channels, T] tensor."""
         return torch.cat(list(self.blocks()), dim=-1)
 
+    @property
+    def truncation(self) -> str | None:
+        """After reading: a one-line warning if the header promised more samples than came."""
+        declared, got, rate = self.declared_frames, self.frames_read, self.sample_rate
+        if declared is None or got >= declared:
+            return None
+        return (f"{self.name}: warning: truncated file: its header promises {declared / rate:.3f} s "
+                f"({declared:,} samples) but it holds {got / rate:.3f} s ({got:,} samples); only those are used")
+
     def close(self) -> None:
         self._stack.close()
 
@@ -103,7 +122,8 @@ class AudioSource:
 
 
 def open_audio(path: str | Path) -> AudioSource:
-    """Open an audio file for reading, or standard input for ``"-"``."""
+    """Open an audio file for reading, or standard input for ``"-"``. A path that is not a
+    regular file (a named pipe, ``<(...)``, a device) is read as a stream, like stdin."""
     if str(path) == STDIN:
         return open_audio_fd(sys.stdin.fileno(), "<stdin>")
     path = Path(path)
@@ -111,38 +131,59 @@ def open_audio(path: str | Path) -> AudioSource:
         raise LyraError(f"{path}: no such file")
     if path.is_dir():
         raise LyraError(f"{path}: is a directory, not an audio file")
+    if not path.is_file():
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise LyraError(f"{path}: cannot open ({exc.strerror or exc})") from None
+        return open_audio_fd(fd, str(path), owned=True)
     if path.stat().st_size == 0:
         raise LyraError(f"{path}: empty file (0 bytes), not audio")
     stack = contextlib.ExitStack()
     try:
         with _quiet_stderr():   # libmpg123 prints probing notes to fd 2 on non-audio input
             sf = stack.enter_context(soundfile.SoundFile(path))
+        with path.open("rb") as f:
+            head = f.read(_HEAD_BYTES)
     except (soundfile.LibsndfileError, RuntimeError) as exc:
         stack.close()
         raise LyraError(f"{path}: not a readable audio file ({_reason(exc)})") from None
-    return AudioSource(sf, str(path), stack)
+    except BaseException:
+        stack.close()
+        raise
+    return _source(sf, str(path), stack, head)
 
 
-def open_audio_fd(fd: int, name: str) -> AudioSource:
-    """Open audio arriving on file descriptor `fd` (a file, or a pipe: see the module doc)."""
+def open_audio_fd(fd: int, name: str, owned: bool = False) -> AudioSource:
+    """Open audio arriving on file descriptor `fd` (a file, or a pipe: see the module doc).
+    With `owned`, `fd` is closed when it is no longer needed."""
     stack = contextlib.ExitStack()
     try:
         if stat.S_ISREG(os.fstat(fd).st_mode):
-            if os.fstat(fd).st_size - os.lseek(fd, 0, os.SEEK_CUR) <= 0:
+            if owned:
+                stack.callback(_close_fd, fd)
+            at = os.lseek(fd, 0, os.SEEK_CUR)
+            if os.fstat(fd).st_size - at <= 0:
                 raise LyraError(f"{name}: empty input (0 bytes), not audio")
             source: int | BinaryIO = fd
+            head: bytes | bytearray = os.pread(fd, _HEAD_BYTES, at)
         else:
-            head = _read_exactly(fd, 4)
-            if not head:
+            magic = _read_exactly(fd, 4)
+            if not magic:
+                if owned:
+                    _close_fd(fd)
                 raise LyraError(f"{name}: empty input (0 bytes), not audio")
-            if head in _PIPE_MAGIC:
-                source = _relay(fd, head)             # read as it arrives
+            if magic in _PIPE_MAGIC:
+                head = bytearray()                    # what the relay passes on, up to _HEAD_BYTES
+                source = _relay(fd, magic, head, owned)   # read as it arrives
                 stack.callback(_close_fd, source)
             else:
                 source = stack.enter_context(tempfile.TemporaryFile(prefix="lyra-stdin-"))
-                source.write(head)
-                with open(fd, "rb", closefd=False) as f:
+                source.write(magic)
+                with open(fd, "rb", closefd=owned) as f:
                     shutil.copyfileobj(f, source, 1 << 20)
+                source.seek(0)
+                head = source.read(_HEAD_BYTES)
                 source.seek(0)
         with _quiet_stderr():
             sf = stack.enter_context(soundfile.SoundFile(source, closefd=False))
@@ -152,7 +193,50 @@ def open_audio_fd(fd: int, name: str) -> AudioSource:
     except BaseException:
         stack.close()
         raise
-    return AudioSource(sf, name, stack)
+    return _source(sf, name, stack, bytes(head))   # libsndfile has read the header: it is in `head`
+
+
+def _source(sf: soundfile.SoundFile, name: str, stack: contextlib.ExitStack, head: bytes) -> AudioSource:
+    source = AudioSource(sf, name, stack)
+    source.declared_frames = _declared_frames(head)
+    if source.declared_frames is None and sf.format == "FLAC" and sf.frames > 0:
+        source.declared_frames = sf.frames          # FLAC's STREAMINFO total (0: unknown)
+    return source
+
+
+def _declared_frames(head: bytes) -> int | None:
+    """Sample frames a WAV, RF64 or AIFF header declares (None: unknown, or another format).
+
+    WAV's "unknown length" sizes (0 and 0xFFFFFFFF, as streaming writers leave them) declare
+    nothing. `head` is the start of the file; a header longer than it declares nothing.
+    """
+    if len(head) < 12:
+        return None
+    if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+        at, align, big_size, size = 12, 0, None, None
+        while at + 8 <= len(head):
+            cid, (n,) = head[at:at + 4], struct.unpack_from("<I", head, at + 4)
+            body = at + 8
+            if cid == b"ds64" and body + 16 <= len(head):
+                (big_size,) = struct.unpack_from("<Q", head, body + 8)   # after the RIFF size
+            elif cid == b"fmt " and body + 14 <= len(head):
+                (align,) = struct.unpack_from("<H", head, body + 12)     # block align: bytes per frame
+            elif cid == b"data":
+                size = big_size if n == 0xFFFFFFFF and big_size is not None else n
+                break
+            at = body + n + (n & 1)
+        if not align or size in (None, 0, 0xFFFFFFFF, 0xFFFFFFFFFFFFFFFF):
+            return None
+        return size // align
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        at = 12
+        while at + 8 <= len(head):
+            cid, (n,) = head[at:at + 4], struct.unpack_from(">I", head, at + 4)
+            if cid == b"COMM" and at + 14 <= len(head):
+                (frames,) = struct.unpack_from(">I", head, at + 10)   # after the channel count
+                return frames or None
+            at += 8 + n + (n & 1)
+    return None
 
 
 def _read_exactly(fd: int, n: int) -> bytes:
@@ -165,16 +249,24 @@ def _read_exactly(fd: int, n: int) -> bytes:
     return data
 
 
-def _relay(fd: int, head: bytes) -> int:
-    """A pipe that yields `head` and then everything else from `fd` (so libsndfile sees the
-    bytes we peeked at). A daemon thread copies; it stops when either side closes."""
+def _relay(fd: int, magic: bytes, seen: bytearray, owned: bool) -> int:
+    """A pipe that yields `magic` and then everything else from `fd` (so libsndfile sees the
+    bytes we peeked at); the first _HEAD_BYTES also go to `seen`, before libsndfile gets them.
+    A daemon thread copies; it stops when either side closes (and closes `fd` if `owned`)."""
     r, w = os.pipe()
 
     def copy() -> None:
-        with contextlib.suppress(OSError), open(w, "wb") as out:
-            out.write(head)
-            while chunk := os.read(fd, 1 << 16):
-                out.write(chunk)
+        try:
+            with contextlib.suppress(OSError), open(w, "wb") as out:
+                chunk = magic
+                while chunk:
+                    if len(seen) < _HEAD_BYTES:
+                        seen.extend(chunk[:_HEAD_BYTES - len(seen)])
+                    out.write(chunk)
+                    chunk = os.read(fd, 1 << 16)
+        finally:
+            if owned:
+                _close_fd(fd)
 
     threading.Thread(target=copy, name="lyra-stdin-relay", daemon=True).start()
     return r
@@ -319,11 +411,12 @@ def conform(source: AudioSource, sample_rate: int, channels: int, downmix: bool 
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What an encoded file remembers about its source."""
+    """What an encoded file remembers about its source (and a warning if it was cut short)."""
 
     sample_rate: int
     channels: int
     frames: int
+    truncation: str | None = None
 
 
 def load_audio(path: str | Path, sample_rate: int, channels: int, downmix: bool = False) -> tuple[torch.Tensor, AudioInfo]:
@@ -331,7 +424,7 @@ def load_audio(path: str | Path, sample_rate: int, channels: int, downmix: bool 
     with open_audio(path) as src:
         check_channels(src.channels, channels, downmix, src.name)
         x = mix_channels(src.read_all(), channels, downmix)          # [C', T_src]
-        info = AudioInfo(src.sample_rate, src.channels, src.frames_read)
+        info = AudioInfo(src.sample_rate, src.channels, src.frames_read, src.truncation)
     x = resample(x, info.sample_rate, sample_rate)                  # [C', T_src] -> [C', T]
     return expand_channels(x, channels).contiguous(), info
 
@@ -354,10 +447,12 @@ def output_format(path: str | Path, fmt: str | None) -> str:
 
 
 class AudioWriter:
-    """Write [C, n] float blocks to a WAV/FLAC file (atomically) or to stdout (``"-"``).
+    """Write [C, n] float blocks to a WAV/FLAC file (atomically), or to stdout (``"-"``) or a
+    named pipe / device as a stream (WAV front to back; FLAC copied out when complete).
 
     PCM subtypes clip to [-1, 1]; `clipped` counts the samples that were clipped. `frames`
-    (if known) lets a WAV on stdout carry its true length.
+    (if known) lets a streamed WAV carry its true length. Write errors propagate as `OSError`
+    (`BrokenPipeError` for a closed pipe).
     """
 
     def __init__(self, path: str | Path, sample_rate: int, channels: int, subtype: str = "PCM_16",
@@ -374,15 +469,21 @@ class AudioWriter:
         self.written = 0
         self._stack = contextlib.ExitStack()
         self._sink: soundfile.SoundFile | _WavStream | None = None
+        self._copy_out: tuple[BinaryIO, BinaryIO] | None = None   # (spooled FLAC, stream)
 
     def __enter__(self) -> "AudioWriter":
         try:
-            if self.path == "-" and self.format == "WAV":
-                self._sink = _WavStream(sys.stdout.buffer, self.sample_rate, self.channels, self.subtype, self.frames)
-            elif self.path == "-":
+            stream = self._stream()
+            if stream is not None and self.format == "WAV":
+                self._sink = _WavStream(stream, self.sample_rate, self.channels, self.subtype, self.frames)
+            elif stream is not None:
+                # libsndfile completes a FLAC header by seeking back to it, which a pipe cannot
+                # do: the FLAC is made in a temporary file and copied out when it is complete.
+                spool = self._stack.enter_context(tempfile.TemporaryFile(prefix="lyra-flac-"))
                 self._sink = self._stack.enter_context(soundfile.SoundFile(
-                    sys.stdout.fileno(), "w", self.sample_rate, self.channels, self.subtype,
+                    spool.fileno(), "w", self.sample_rate, self.channels, self.subtype,
                     format=self.format, closefd=False))
+                self._copy_out = (spool, stream)
             else:
                 tmp = self._stack.enter_context(atomic_path(self.path))
                 self._sink = self._stack.enter_context(soundfile.SoundFile(
@@ -410,11 +511,38 @@ class AudioWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            if isinstance(self._sink, _WavStream):
-                self._sink.close()
+            try:
+                self._finish()
+            except BaseException as error:
+                self._stack.__exit__(type(error), error, error.__traceback__)
+                raise
             self._stack.close()     # closes the sound file, then renames it into place
         else:
             self._stack.__exit__(exc_type, exc, tb)   # removes the temporary file
+
+    def _stream(self) -> BinaryIO | None:
+        """Where a stream goes: stdout for "-", the opened path for a pipe, socket or device
+        (which libsndfile could not seek in, and which must not be replaced); else None."""
+        if self.path == "-":
+            return sys.stdout.buffer
+        try:
+            mode = os.stat(self.path).st_mode
+        except OSError:
+            return None
+        if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+            return None
+        return self._stack.enter_context(open(self.path, "wb", buffering=0))
+
+    def _finish(self) -> None:
+        if isinstance(self._sink, _WavStream):
+            self._sink.close()
+        if self._copy_out is not None:
+            spool, stream = self._copy_out
+            self._sink.close()                       # libsndfile writes the FLAC header now
+            spool.seek(0)
+            while block := spool.read(1 << 20):
+                write_all(stream, block)
+            stream.flush()
 
 
 class _WavStream:
@@ -428,10 +556,10 @@ class _WavStream:
         block_align = channels * bits // 8
         size = 0xFFFFFFFF if frames is None else frames * block_align
         riff = 0xFFFFFFFF if frames is None else 36 + size
-        f.write(b"RIFF" + struct.pack("<I", riff) + b"WAVE")
-        f.write(b"fmt " + struct.pack("<IHHIIHH", 16, tag, channels, sample_rate,
-                                      sample_rate * block_align, block_align, bits))
-        f.write(b"data" + struct.pack("<I", size))
+        write_all(f, b"RIFF" + struct.pack("<I", riff) + b"WAVE"
+                  + b"fmt " + struct.pack("<IHHIIHH", 16, tag, channels, sample_rate,
+                                          sample_rate * block_align, block_align, bits)
+                  + b"data" + struct.pack("<I", size))
 
     def write(self, data: np.ndarray) -> None:   # [n, C] float32 in [-1, 1] for PCM
         if self.subtype == "FLOAT":
@@ -441,7 +569,7 @@ class _WavStream:
         else:
             ints = np.round(data * 8388607).astype("<i4")                  # [n, C]
             raw = ints.reshape(-1, 1).view(np.uint8)[:, :3].tobytes()       # low 3 bytes of each
-        self.f.write(raw)
+        write_all(self.f, raw)      # all of it, or OSError (BrokenPipeError on a closed pipe)
         self.f.flush()
 
     def close(self) -> None:

@@ -3,20 +3,26 @@
 The layout (all integers little-endian; full description in docs/lyra-format.md):
 
     magic    9 bytes   89 4C 59 52 41 0D 0A 1A 0A   ("\\x89LYRA\\r\\n\\x1a\\n")
-    version  u16       1
+    version  u16       2 (version 1 is still read)
     size     u32       length of the header JSON
     header   JSON      sample_rate, channels, hop_length, latent_dim, dtype, model_fingerprint,
                        source_sample_rate, source_channels (+ informational keys)
     crc      u32       CRC32 of every byte above
     chunks   tag[4] | u32 payload size | payload | u32 CRC32 of tag, size and payload
-             "DATA"  u32 frames | (int8 only: f32 scale per frame) | [frames, latent_dim] values
-             "END "  u64 frames | u64 samples | u64 source samples   (always the last chunk)
+             "DATA"  u64 first frame | u32 link | u32 frames | (int8 only: f32 scale per frame)
+                     | [frames, latent_dim] values
+             "END "  u64 frames | u64 samples | u64 source samples | u32 link   (the last chunk)
+
+A chunk's `link` is the CRC32 that ends the DATA chunk before it (the header's CRC32 for the
+first): chained so, and placed by their first frame, chunks that are reordered, duplicated,
+dropped or spliced in from another file are detected, as is a header rewritten with a fresh
+CRC. Version 1 had neither field (DATA: u32 frames | ...; END: 24 bytes).
 
 The file is written strictly front to back: lengths are only known at the end, so they live in
 the end marker, and a writer on a pipe never seeks back. Chunks whose tag starts with a
-lowercase letter are ancillary (skipped by readers that do not know them). A file without an
-end marker is truncated; a chunk that fails its CRC is corrupted; either is a one-line
-`LyraError`, never garbage latents.
+lowercase letter are ancillary (skipped by readers that do not know them; not linked). A file
+without an end marker is truncated; a chunk that fails its CRC or its place is corrupted;
+either is a one-line `LyraError`, never garbage latents.
 
     with atomic_write("x.lyra") as f:
         w = LatentWriter(f, header, "x.lyra")
@@ -44,9 +50,11 @@ import torch
 
 from lyra.atomic import atomic_write
 from lyra.errors import LyraError
+from lyra.fullwrite import write_all
 
 MAGIC = b"\x89LYRA\r\n\x1a\n"
-VERSION = 1
+VERSION = 2                      # what is written
+READ_VERSIONS = (1, 2)           # what is read
 DTYPES = {"float16": 16, "bfloat16": 16, "float32": 32, "int8": 8}   # bits per stored value
 MAX_HEADER_BYTES = 1 << 16
 MAX_CHUNK_BYTES = 1 << 26
@@ -56,7 +64,9 @@ _PREFIX = struct.Struct("<HI")   # version, header size
 _CHUNK = struct.Struct("<4sI")   # tag, payload size
 _CRC = struct.Struct("<I")
 _TRAILER = struct.Struct("<QQQ")  # frames, samples, source samples
-_FRAMES = struct.Struct("<I")
+_FRAMES = struct.Struct("<I")     # version 1's DATA prefix: frames
+_PLACE = struct.Struct("<QII")    # version 2's DATA prefix: first frame, link, frames
+_LINK = struct.Struct("<I")       # version 2's END suffix: link
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,8 @@ def frame_bytes(dtype: str, latent_dim: int) -> int:
 def pack(latents: torch.Tensor, dtype: str) -> bytes:
     """[D, n] float latents -> the bytes of a DATA payload after its frame count."""
     frames = latents.detach().float().cpu().T.contiguous()                 # [D, n] -> [n, D]
+    if not torch.isfinite(frames).all():
+        raise LyraError("latent values are not finite (NaN or infinity): the model or its input is broken")
     if dtype == "int8":
         scale = frames.abs().amax(dim=1) / 127                              # [n]
         q = torch.where(scale[:, None] > 0, frames / scale.clamp_min(1e-30)[:, None], 0.0)
@@ -161,16 +173,20 @@ def stored(latents: torch.Tensor, dtype: str) -> torch.Tensor:
 # Writing
 # ---------------------------------------------------------------------------------------
 class LatentWriter:
-    """Writes a `.lyra` stream front to back to a binary file object (a file or a pipe)."""
+    """Writes a `.lyra` stream front to back to a binary file object (a file or a pipe).
+
+    Every byte is written or an `OSError` propagates (a closed pipe: `BrokenPipeError`).
+    """
 
     def __init__(self, f: BinaryIO, header: Header, name: str = "<output>") -> None:
         self.f, self.header, self.name = f, header, name
         self.frames = 0
         text = header.to_json()
         head = MAGIC + _PREFIX.pack(VERSION, len(text)) + text
+        self._link = zlib.crc32(head)    # the CRC32 the next DATA chunk (or END) links to
         # Sent with the first chunk: on a pipe, input that fails before any latent (an empty
         # or unreadable file) then sends nothing at all.
-        self._pending = head + _CRC.pack(zlib.crc32(head))
+        self._pending = head + _CRC.pack(self._link)
 
     def write(self, latents: torch.Tensor) -> None:
         """Append [D, n] latent frames (split into chunks of at most MAX_CHUNK_FRAMES)."""
@@ -179,7 +195,12 @@ class LatentWriter:
                             f"got {list(latents.shape)}")
         for start in range(0, latents.shape[-1], MAX_CHUNK_FRAMES):
             part = latents[:, start:start + MAX_CHUNK_FRAMES]                 # [D, n']
-            self._chunk(_DATA, _FRAMES.pack(part.shape[-1]) + pack(part, self.header.dtype))
+            try:
+                values = pack(part, self.header.dtype)
+            except LyraError as exc:
+                raise LyraError(f"{self.name}: {exc}") from None
+            place = _PLACE.pack(self.frames, self._link, part.shape[-1])
+            self._link = self._chunk(_DATA, place + values)
             self.frames += part.shape[-1]
 
     def finish(self, num_samples: int, source_num_samples: int) -> Trailer:
@@ -188,22 +209,21 @@ class LatentWriter:
             raise LyraError(f"{self.name}: {num_samples} samples need {math.ceil(num_samples / self.header.hop_length)} "
                             f"latent frames, {self.frames} were written")
         trailer = Trailer(self.frames, num_samples, source_num_samples)
-        self._chunk(_END, _TRAILER.pack(trailer.num_frames, trailer.num_samples, trailer.source_num_samples))
+        lengths = _TRAILER.pack(trailer.num_frames, trailer.num_samples, trailer.source_num_samples)
+        self._chunk(_END, lengths + _LINK.pack(self._link))
         return trailer
 
-    def _chunk(self, tag: bytes, payload: bytes) -> None:
+    def _chunk(self, tag: bytes, payload: bytes) -> int:
+        """Write one chunk; returns its CRC32."""
         head = _CHUNK.pack(tag, len(payload))
-        self._write(head + payload + _CRC.pack(zlib.crc32(payload, zlib.crc32(head))))
+        crc = zlib.crc32(payload, zlib.crc32(head))
+        self._write(head + payload + _CRC.pack(crc))
+        return crc
 
     def _write(self, data: bytes) -> None:
         data, self._pending = self._pending + data, b""
-        try:
-            self.f.write(data)
-            self.f.flush()
-        except BrokenPipeError:
-            raise LyraError(f"{self.name}: the reading end of the pipe was closed") from None
-        except OSError as exc:
-            raise LyraError(f"{self.name}: cannot write ({exc.strerror or exc})") from None
+        write_all(self.f, data)    # all of it, or OSError (BrokenPipeError on a closed pipe)
+        self.f.flush()
 
 
 def write_lyra(path: str | Path, header: Header, latents: torch.Tensor, num_samples: int,
@@ -221,8 +241,10 @@ def write_lyra(path: str | Path, header: Header, latents: torch.Tensor, num_samp
 class LatentReader:
     """Reads a `.lyra` stream front to back; iterate for [D, n] float32 latent chunks.
 
-    The header is read and checked on construction. `trailer` is set once iteration reaches
-    the end marker, after checking it against the frames seen.
+    The header is read and checked on construction (`version` is the file's format version).
+    `trailer` is set once iteration reaches the end marker, after checking it against the
+    frames seen. From version 2 on, every DATA chunk must start at the frame where the one
+    before it ended and link to that chunk's CRC32 (the first one to the header's).
     """
 
     def __init__(self, f: BinaryIO, name: str = "<input>") -> None:
@@ -238,10 +260,11 @@ class LatentReader:
             raise LyraError(f"{name}: not a .lyra file (it does not start with the .lyra magic bytes)")
         prefix = self._read(_PREFIX.size, "the header")
         version, size = _PREFIX.unpack(prefix)
-        if version != VERSION:
+        if version not in READ_VERSIONS:
             newer = "newer than" if version > VERSION else "not one"
-            raise LyraError(f"{name}: .lyra format version {version} is {newer} this Lyra reads ({VERSION})"
-                            + ("; upgrade lyra" if version > VERSION else ""))
+            raise LyraError(f"{name}: .lyra format version {version} is {newer} this Lyra reads "
+                            f"({', '.join(map(str, READ_VERSIONS))})" + ("; upgrade lyra" if version > VERSION else ""))
+        self.version: int = version
         if size > MAX_HEADER_BYTES:
             raise LyraError(f"{name}: corrupted .lyra file (header size {size} is implausible)")
         text = self._read(size, "the header")
@@ -249,10 +272,13 @@ class LatentReader:
         if crc != zlib.crc32(magic + prefix + text):
             raise LyraError(f"{name}: corrupted .lyra file (the header fails its CRC32 check)")
         self.header = _parse_header(text, name)
+        self._link = crc             # what the next DATA chunk (or END) must link to
+        self._after = "the header"   # ... described for messages
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         h = self.header
         per_frame = frame_bytes(h.dtype, h.latent_dim)
+        prefix = _FRAMES if self.version == 1 else _PLACE
         while True:
             where = f"chunk {self.chunks + 1}, at frame {self.frames}"
             head = self._read_some(_CHUNK.size)
@@ -269,13 +295,22 @@ class LatentReader:
                 raise LyraError(f"{self.name}: corrupted .lyra file ({where} fails its CRC32 check)")
             self.chunks += 1
             if tag == _DATA:
-                if size < _FRAMES.size:
+                if size < prefix.size:
                     raise LyraError(f"{self.name}: corrupted .lyra file ({where} is too short)")
-                (n,) = _FRAMES.unpack_from(payload)
-                if size != _FRAMES.size + n * per_frame:
+                if self.version == 1:
+                    (n,) = _FRAMES.unpack_from(payload)
+                else:
+                    first, link, n = _PLACE.unpack_from(payload)
+                    self._check_place(first, link, where)
+                if size != prefix.size + n * per_frame:
                     raise LyraError(f"{self.name}: corrupted .lyra file ({where}: {size} bytes for {n} frames)")
+                values = unpack(payload[prefix.size:], h.dtype, n, h.latent_dim)       # [D, n]
+                if not torch.isfinite(values).all():
+                    raise LyraError(f"{self.name}: corrupted .lyra file ({where} holds values that are not "
+                                    f"finite; is its dtype really {h.dtype}?)")
                 self.frames += n
-                yield unpack(payload[_FRAMES.size:], h.dtype, n, h.latent_dim)
+                self._link, self._after = crc, f"chunk {self.chunks}"
+                yield values
             elif tag == _END:
                 self._end(payload, where)
                 return
@@ -287,14 +322,28 @@ class LatentReader:
         parts = list(self)
         return torch.cat(parts, dim=-1) if parts else torch.zeros(self.header.latent_dim, 0)
 
+    def _check_place(self, first: int, link: int, where: str) -> None:
+        """A version-2 DATA chunk must continue the frames, and the chain, where they stand."""
+        if first != self.frames:
+            raise LyraError(f"{self.name}: corrupted .lyra file ({where} holds frames from {first} on, so "
+                            "chunks are out of order, duplicated or missing)")
+        if link != self._link:
+            raise LyraError(f"{self.name}: corrupted .lyra file ({where} does not continue {self._after}: "
+                            + ("the header was altered, or the chunk comes from another .lyra file)"
+                               if self._after == "the header" else "one of them comes from another .lyra file)"))
+
     def _end(self, payload: bytes, where: str) -> None:
-        if len(payload) != _TRAILER.size:
+        size = _TRAILER.size + (0 if self.version == 1 else _LINK.size)
+        if len(payload) != size:
             raise LyraError(f"{self.name}: corrupted .lyra file (end marker of {len(payload)} bytes)")
-        trailer = Trailer(*_TRAILER.unpack(payload))
+        trailer = Trailer(*_TRAILER.unpack_from(payload))
         hop = self.header.hop_length
         if trailer.num_frames != self.frames:
             raise LyraError(f"{self.name}: corrupted .lyra file (end marker says {trailer.num_frames} frames, "
                             f"found {self.frames})")
+        if self.version > 1 and _LINK.unpack_from(payload, _TRAILER.size)[0] != self._link:
+            raise LyraError(f"{self.name}: corrupted .lyra file (the end marker does not continue "
+                            f"{self._after}: one of them comes from another .lyra file)")
         if trailer.num_samples < 1 or math.ceil(trailer.num_samples / hop) != self.frames:
             raise LyraError(f"{self.name}: corrupted .lyra file ({trailer.num_samples} samples do not fit "
                             f"{self.frames} frames of {hop})")
@@ -337,6 +386,16 @@ def _parse_header(text: bytes, name: str) -> Header:
         return Header(**fields)
     except LyraError as exc:
         raise LyraError(f"{name}: corrupted .lyra file ({exc})") from None
+
+
+def check_model(header: Header, config: Any, name: str, checkpoint: str) -> None:
+    """Refuse a header whose shape is not its model's (`config`: the `ModelConfig` of the
+    checkpoint whose fingerprint the header names): a header altered with its CRC redone."""
+    for key in ("sample_rate", "channels", "hop_length", "latent_dim"):
+        have, want = getattr(header, key), getattr(config, key)
+        if have != want:
+            raise LyraError(f"{name}: corrupted .lyra file (its header says {key} {have}, but the model it "
+                            f"names, {checkpoint}, has {key} {want})")
 
 
 def read_lyra(path: str | Path) -> tuple[Header, torch.Tensor, Trailer]:

@@ -265,3 +265,145 @@ def test_wav_on_stdout_is_written_front_to_back(tmp_path, capfdbinary, subtype, 
     back, rate = sf.read(tmp_path / "s.wav", dtype="float32", always_2d=True)
     assert rate == 22050 and back.shape == (3000, 2)
     np.testing.assert_allclose(back.T, x.numpy(), atol=atol)
+
+
+# ---------------------------------------------------------------------------------------
+# Truncated files: the length a header promises
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt, subtype", [("WAV", "PCM_16"), ("WAV", "FLOAT"), ("RF64", "PCM_24"), ("AIFF", "PCM_16")])
+def test_a_file_holding_less_than_its_header_promises_is_read_with_a_warning(tmp_path, fmt, subtype):
+    path = tmp_path / "full.audio"
+    sf.write(path, signal(63063, 2), 44100, format=fmt, subtype=subtype)
+    with open_audio(path) as src:
+        src.read_all()
+        assert src.declared_frames == 63063 and src.truncation is None      # a whole file: no warning
+    data = path.read_bytes()
+    cut = tmp_path / "cut.audio"
+    cut.write_bytes(data[:len(data) // 40])
+    x, info = load_audio(cut, 44100, 2)
+    held = x.shape[-1]
+    assert 0 < held < 63063 // 30
+    assert info.truncation == (f"{cut}: warning: truncated file: its header promises 1.430 s (63,063 samples) "
+                               f"but it holds {held / 44100:.3f} s ({held:,} samples); only those are used")
+
+
+def test_a_truncated_wav_from_a_pipe_is_read_with_a_warning(tmp_path):
+    path = tmp_path / "x.wav"
+    sf.write(path, signal(20000, 2), 44100, subtype="PCM_16")
+    fd = _pipe(path.read_bytes()[:44 + 4 * 1000])
+    try:
+        with open_audio_fd(fd, "<stdin>") as src:
+            assert src.read_all().shape == (2, 1000)
+            assert src.truncation.startswith("<stdin>: warning: truncated file: its header promises 0.454 s "
+                                             "(20,000 samples) but it holds 0.023 s (1,000 samples)")
+    finally:
+        os.close(fd)
+
+
+def test_a_wav_stream_of_unknown_length_promises_nothing(tmp_path, capfdbinary):
+    """Lyra's own (and ffmpeg's) WAV on a pipe says 0xFFFFFFFF: no warning when it ends."""
+    with AudioWriter("-", 44100, 2) as out:
+        out.write(torch.zeros(2, 3000))
+    data = capfdbinary.readouterr().out
+    fd = _pipe(data)
+    try:
+        with open_audio_fd(fd, "<stdin>") as src:
+            assert src.read_all().shape == (2, 3000)
+            assert src.declared_frames is None and src.truncation is None
+    finally:
+        os.close(fd)
+
+
+def test_a_named_pipe_is_read_as_a_stream(tmp_path):
+    path = tmp_path / "x.flac"
+    sf.write(path, signal(20000, 2), 44100, subtype="PCM_16")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+
+    def feed():
+        with fifo.open("wb") as f:
+            f.write(path.read_bytes())
+
+    threading.Thread(target=feed, daemon=True).start()
+    with open_audio(fifo) as src:            # the old code refused it as "empty file (0 bytes)"
+        x = src.read_all()
+    reference, _ = sf.read(path, dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(x.numpy(), reference.T)
+
+
+# ---------------------------------------------------------------------------------------
+# Streams out: every byte or an OSError; FLAC through a pipe
+# ---------------------------------------------------------------------------------------
+class _Stdout:
+    """Stands in for sys.stdout: `.buffer` is `raw`, as under PYTHONUNBUFFERED=1."""
+
+    def __init__(self, raw) -> None:
+        self.buffer = raw
+
+    def fileno(self) -> int:
+        return self.buffer.fileno()
+
+    def flush(self) -> None:
+        pass
+
+
+class _Trickle:
+    """A raw sink taking at most 1000 bytes a call; after `capacity` bytes, `error`."""
+
+    def __init__(self, capacity: int | None = None, error: OSError | None = None) -> None:
+        self.out, self.capacity, self.error = bytearray(), capacity, error
+
+    def write(self, b) -> int:
+        room = len(b) if self.capacity is None else self.capacity - len(self.out)
+        if room <= 0:
+            raise self.error
+        n = min(len(b), 1000, room)
+        self.out += bytes(b[:n])
+        return n
+
+    def flush(self) -> None:
+        pass
+
+
+def test_a_wav_on_stdout_is_written_whole_through_short_writes(tmp_path, monkeypatch):
+    import sys
+
+    sink = _Trickle()
+    monkeypatch.setattr(sys, "stdout", _Stdout(sink))
+    x = torch.from_numpy(signal(5000, 2).T.copy())
+    with AudioWriter("-", 44100, 2, "FLOAT", frames=5000) as out:
+        out.write(x)
+    (tmp_path / "s.wav").write_bytes(bytes(sink.out))
+    back, _ = sf.read(tmp_path / "s.wav", dtype="float32", always_2d=True)
+    np.testing.assert_array_equal(back.T, x.numpy())
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), BrokenPipeError(32, "Broken pipe")])
+def test_a_wav_on_stdout_that_cannot_be_written_raises(monkeypatch, error):
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", _Stdout(_Trickle(capacity=10000, error=error)))
+    with pytest.raises(type(error)) as info:
+        with AudioWriter("-", 44100, 2, frames=5000) as out:
+            out.write(torch.zeros(2, 5000))
+    assert info.value.errno == error.errno
+
+
+def test_flac_on_stdout_through_a_real_pipe_is_a_valid_flac(tmp_path, monkeypatch):
+    import sys
+
+    r, w = os.pipe()
+    received = []
+    reader = threading.Thread(target=lambda: received.append(open(r, "rb").read()), daemon=True)
+    reader.start()
+    x = torch.from_numpy(signal(30000, 2).T.copy())
+    with open(w, "wb", buffering=0) as raw:
+        monkeypatch.setattr(sys, "stdout", _Stdout(raw))
+        with AudioWriter("-", 44100, 2, "PCM_16", fmt="flac") as out:
+            for block in x.split(7000, dim=-1):
+                out.write(block)
+    reader.join(timeout=60)
+    (tmp_path / "piped.flac").write_bytes(received[0])
+    back, rate = sf.read(tmp_path / "piped.flac", dtype="float32", always_2d=True)
+    assert rate == 44100 and back.shape == (30000, 2)
+    np.testing.assert_allclose(back.T, x.numpy(), atol=4e-5)

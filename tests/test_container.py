@@ -3,9 +3,12 @@ can be damaged giving a one-line error."""
 
 from __future__ import annotations
 
+import errno
 import io
+import itertools
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ import torch
 from lyra import container
 from lyra.container import MAGIC, Header, LatentReader, LatentWriter, read_lyra, write_lyra
 from lyra.errors import LyraError
+from lyra_file_helpers import chunk, relinked, split, tag, with_header
 
 HOP = 2048
 
@@ -201,7 +205,7 @@ def test_a_corrupted_chunk_names_the_chunk():
 @pytest.mark.parametrize("data, expected", [
     (b"", "empty input, not a .lyra file"),
     (b"RIFF\x24\x00\x00\x00WAVEfmt ", "not a .lyra file"),
-    (b"\x89LYRA\r\n\x1a\n" + struct.pack("<HI", 2, 2) + b"{}", "version 2 is newer than this Lyra reads"),
+    (b"\x89LYRA\r\n\x1a\n" + struct.pack("<HI", 3, 2) + b"{}", r"version 3 is newer than this Lyra reads \(1, 2\)"),
 ])
 def test_not_a_lyra_file(data, expected):
     with pytest.raises(LyraError, match=expected):
@@ -234,3 +238,162 @@ def test_finish_checks_the_frame_count_against_the_length():
     writer.write(torch.randn(8, 3))
     with pytest.raises(LyraError, match="need 4 latent frames, 3 were written"):
         writer.finish(3 * HOP + 1, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Chunk order and membership (format version 2)
+# ---------------------------------------------------------------------------------------
+def four_chunks(seed: int = 0) -> bytes:
+    return encode_bytes(torch.randn(8, 40, generator=torch.Generator().manual_seed(seed)), "float32", blocks=4)
+
+
+def test_written_files_are_version_2_and_say_so():
+    data = four_chunks()
+    assert struct.unpack_from("<H", data, 9) == (2,)
+    assert LatentReader(io.BytesIO(data), "x.lyra").version == 2
+
+
+def test_every_swap_of_two_data_chunks_is_detected():
+    head, chunks = split(four_chunks())
+    data_chunks = [i for i, c in enumerate(chunks) if tag(c) == b"DATA"]
+    assert len(data_chunks) == 4
+    for i, j in itertools.combinations(data_chunks, 2):
+        swapped = list(chunks)
+        swapped[i], swapped[j] = chunks[j], chunks[i]
+        with pytest.raises(LyraError, match=rf"x\.lyra: corrupted \.lyra file \(chunk {i + 1}, at frame {10 * i} "
+                                            rf"holds frames from {10 * j} on, so chunks are out of order"):
+            decode_bytes(head + b"".join(swapped))
+
+
+@pytest.mark.parametrize("k", range(4))
+def test_a_duplicated_or_dropped_chunk_is_detected(k):
+    head, chunks = split(four_chunks())
+    doubled = chunks[:k + 1] + chunks[k:]
+    with pytest.raises(LyraError, match=rf"chunk {k + 2}, at frame {10 * (k + 1)} holds frames from {10 * k} on"):
+        decode_bytes(head + b"".join(doubled))
+    dropped = chunks[:k] + chunks[k + 1:]
+    with pytest.raises(LyraError, match="out of order, duplicated or missing" if k < 3 else "end marker says 40 frames, found 30"):
+        decode_bytes(head + b"".join(dropped))
+
+
+@pytest.mark.parametrize("k", range(5))
+def test_a_chunk_spliced_in_from_another_file_of_the_same_model_is_detected(k):
+    """Same header, same chunking, other latents: only the chain tells the chunks apart. A
+    foreign chunk is caught where it fails to continue the chunk before it, or (the first,
+    which continues the same header) where the next chunk fails to continue it."""
+    a, b = four_chunks(seed=1), four_chunks(seed=2)
+    head_a, chunks_a = split(a)
+    head_b, chunks_b = split(b)
+    assert head_a == head_b
+    spliced = chunks_a[:k] + [chunks_b[k]] + chunks_a[k + 1:]
+    at = max(k, 1)     # the chunk (0-based) that is caught
+    expected = (rf"\(chunk {at + 1}, at frame {10 * at} does not continue chunk {at}: one of them comes from "
+                r"another \.lyra file\)$" if k < 4 else
+                r"\(the end marker does not continue chunk 4: one of them comes from another \.lyra file\)$")
+    with pytest.raises(LyraError, match=expected):
+        decode_bytes(head_a + b"".join(spliced))
+
+
+@pytest.mark.parametrize("changes", [{"dtype": "bfloat16"}, {"source_sample_rate": 44100}, {"channels": 1},
+                                     {"model_fingerprint": "fedcba9876543210"}])
+def test_a_header_rewritten_with_a_fresh_crc_is_detected(changes):
+    data = encode_bytes(torch.randn(8, 30), "float16", blocks=3)
+    with pytest.raises(LyraError, match=r"\(chunk 1, at frame 0 does not continue the header: the header was altered"):
+        decode_bytes(with_header(data, **changes))
+
+
+def test_links_follow_the_documented_layout_and_skip_ancillary_chunks():
+    data = four_chunks()
+    assert relinked(*split(data)) == data     # the helpers' reading of docs/lyra-format.md
+    head, chunks = split(data)
+    note = chunk(b"note", b"hello")
+    _, out, _ = decode_bytes(head + b"".join(chunks[:2] + [note] + chunks[2:]))
+    assert out.shape == (8, 40)
+
+
+# ---------------------------------------------------------------------------------------
+# Version 1, as the previous writer made it
+# ---------------------------------------------------------------------------------------
+V1 = Path(__file__).parent / "data" / "v1.lyra"
+
+
+def test_version_1_files_are_still_read():
+    """tests/data/v1.lyra was written by lyra/container.py of commit d4a95ad (format version 1):
+    float16 latents linspace(-2, 2, 48).reshape(16, 3) in two chunks, 6044 samples."""
+    reader = LatentReader(io.BytesIO(V1.read_bytes()), "v1.lyra")
+    latents = reader.read_all()
+    assert reader.version == 1 and reader.chunks == 3
+    assert torch.equal(latents, torch.linspace(-2, 2, 48).reshape(16, 3).half().float())
+    assert reader.trailer == container.Trailer(3, 6044, 6578)
+    assert reader.header.source_sample_rate == 48000 and reader.header.latent_dim == 16
+    damaged = bytearray(V1.read_bytes())
+    damaged[damaged.index(b"DATA") + 20] ^= 0x01
+    with pytest.raises(LyraError, match="fails its CRC32 check"):
+        LatentReader(io.BytesIO(bytes(damaged)), "v1.lyra").read_all()
+
+
+# ---------------------------------------------------------------------------------------
+# Header against the model, values that cannot be latents
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key, value", [("sample_rate", 48000), ("channels", 1), ("hop_length", 1024), ("latent_dim", 16)])
+def test_the_header_must_agree_with_the_model_it_names(key, value):
+    from lyra.config import ModelConfig
+
+    config = ModelConfig.small(latent_dim=8)
+    h = Header(**{**container.asdict(header()), key: value})
+    with pytest.raises(LyraError, match=rf"^x\.lyra: corrupted \.lyra file \(its header says {key} {value}, but the "
+                                        rf"model it names, m\.pt, has {key} \d+\)$"):
+        container.check_model(h, config, "x.lyra", "m.pt")
+    container.check_model(header(), config, "x.lyra", "m.pt")    # the true header passes
+
+
+def test_non_finite_latents_are_refused_by_the_writer_and_the_reader():
+    z = torch.randn(8, 3)
+    z[4, 1] = float("nan")
+    with pytest.raises(LyraError, match=r"^<output>: latent values are not finite"):
+        encode_bytes(z, "float32")
+    good = encode_bytes(torch.randn(8, 3), "float32")
+    head, chunks = split(good)
+    payload = bytearray(chunks[0][8:-4])
+    payload[16:20] = struct.pack("<f", float("inf"))
+    forged = relinked(head, [chunk(b"DATA", bytes(payload)), chunks[1]])
+    with pytest.raises(LyraError, match=r"chunk 1, at frame 0 holds values that are not finite; is its dtype really float32"):
+        decode_bytes(forged)
+
+
+# ---------------------------------------------------------------------------------------
+# Short writes: everything is written, or the OSError comes out
+# ---------------------------------------------------------------------------------------
+class Trickle(NoSeek):
+    """A raw sink that takes at most `most` bytes per call (then, optionally, fails)."""
+
+    def __init__(self, most: int, capacity: int | None = None, error: OSError | None = None) -> None:
+        super().__init__()
+        self.most, self.capacity, self.error = most, capacity, error
+
+    def write(self, b) -> int:
+        room = len(b) if self.capacity is None else self.capacity - len(self.out)
+        if room <= 0:
+            raise self.error
+        n = min(len(b), self.most, room)
+        self.out += bytes(b[:n])
+        return n
+
+
+def test_short_writes_are_retried_until_everything_is_written():
+    z = torch.randn(8, 50)
+    sink = Trickle(most=5)
+    writer = LatentWriter(sink, header("float32"))
+    writer.write(z)
+    writer.finish(50 * HOP - 100, 12345)
+    assert bytes(sink.out) == encode_bytes(z, "float32")
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), BrokenPipeError(errno.EPIPE, "Broken pipe")])
+def test_a_full_disk_or_a_closed_pipe_raises_instead_of_losing_data(error):
+    """A sink that fills up after 100 bytes: the first write returns a short count, the
+    retry gets the error, which propagates as it is (the CLI reports it)."""
+    writer = LatentWriter(Trickle(most=1 << 20, capacity=100, error=error), header("float32"), "out.lyra")
+    with pytest.raises(type(error)) as info:
+        writer.write(torch.randn(8, 20))
+    assert info.value.errno == error.errno

@@ -203,6 +203,8 @@ def _encode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: i
 
     if not stream:
         x, info = load_audio(src, cfg.sample_rate, cfg.channels, downmix)   # [C, T]
+        if info.truncation:
+            _echo(info.truncation)                   # the header promised more than the file holds
         param = next(model.parameters())
         with torch.inference_mode():
             mean, _ = model.encode(x[None].to(param.device, param.dtype))   # [1, C, T] -> [1, D, F]
@@ -226,6 +228,8 @@ def _encode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: i
             writer = LatentWriter(f, h, _label(dst))
             for latents in encode_stream(model, counted(), chunk_frames):
                 writer.write(latents)
+            if source.truncation:
+                _echo(source.truncation)             # the header promised more than the file holds
             return writer.finish(count[0], source.frames_read), h
 
 
@@ -315,6 +319,9 @@ def _check_model(codec: _Codec, header, src: str) -> None:
             f"{src}: written by model {header.model_fingerprint}, but {codec.checkpoint} is model "
             f"{codec.fingerprint}; decode with the checkpoint that encoded it"
         )
+    from lyra.container import check_model
+
+    check_model(header, codec.config, src, str(codec.checkpoint))   # a header altered, CRC redone
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,7 +344,7 @@ def info(
         size = reader.bytes_read
     seconds = t.num_samples / h.sample_rate
     facts = {
-        "file": "<stdin>" if file == "-" else file, "format_version": 1, "model_fingerprint": h.model_fingerprint,
+        "file": "<stdin>" if file == "-" else file, "format_version": reader.version, "model_fingerprint": h.model_fingerprint,
         "sample_rate": h.sample_rate, "channels": h.channels, "hop_length": h.hop_length,
         "latent_dim": h.latent_dim, "dtype": h.dtype, "frames": t.num_frames,
         "frame_rate": h.frame_rate, "num_samples": t.num_samples, "duration_s": seconds,
@@ -350,7 +357,7 @@ def info(
         return
     extra = " + a float32 scale per frame" if h.dtype == "int8" else ""
     lines = [
-        ("file", f"{facts['file']} (.lyra format version 1, {size:,} bytes, {reader.chunks} chunks, all CRC32 checks pass)"),
+        ("file", f"{facts['file']} (.lyra format version {reader.version}, {size:,} bytes, {reader.chunks} chunks, all CRC32 {'checks pass; chunk order not recorded' if reader.version == 1 else 'and chunk-order checks pass'})"),
         ("model", f"fingerprint {h.model_fingerprint}"),
         ("audio", f"{h.sample_rate} Hz, {h.channels} channels"),
         ("latent", f"{h.latent_dim} channels x {t.num_frames} frames at {h.frame_rate:.2f} Hz (hop {h.hop_length})"),
