@@ -1,24 +1,53 @@
 """The `lyra` command line. Each command group lives in its own module with a `register(app)`.
 
-Errors a user can cause (`LyraError`) are printed as one line without a traceback, with exit
-status 1; Ctrl-C exits with 130.
+How commands end (exit statuses, the one-line error, ``LYRA_DEBUG=1``, signals, a closed
+stdout) is `lyra.cli.exits`; the app class that applies it to every command is `lyra.cli.app`.
+Usage errors print typer's usage message and exit with status 2; `lyra` alone prints the help
+and exits with 2 as well (no command is a usage error). ``-h`` is ``--help``.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
-from lyra.errors import LyraError
+from lyra.cli.app import LyraTyper
+from lyra.cli.exits import error_line
 
-app = typer.Typer(
+app = LyraTyper(
     name="lyra",
     help="Lyra: train and run a VAE neural audio codec (44.1 kHz stereo <-> 64-channel latent at ~21.5 Hz).",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lyra-codec")
+    except metadata.PackageNotFoundError:   # run from a source tree that is not installed
+        import lyra
+
+        return lyra.__version__
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lyra {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", help="Print Lyra's version and exit.",
+                                          callback=_print_version, is_eager=True)] = False,
+) -> None:
+    """Lyra: train and run a VAE neural audio codec (44.1 kHz stereo <-> 64-channel latent at ~21.5 Hz)."""
+
 
 # Command modules, each adding its commands to `app`.
 from lyra.cli import codec as _codec  # noqa: E402
@@ -32,29 +61,18 @@ for _module in (_model, _codec, _plugins, _train, _demo):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point: run the app, turning user errors into one-line messages."""
+    """Console-script entry point: run the app; the exit status (see `lyra.cli.exits`)."""
     try:
-        # standalone_mode=False: click returns a `typer.Exit` code instead of calling sys.exit
-        code = app(args=argv, standalone_mode=False)
-    except LyraError as exc:
-        print(f"lyra: error: {exc}", file=sys.stderr)
+        app(args=argv, prog_name="lyra")
+    except SystemExit as exc:             # typer ends every run so, with the status
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(f"lyra: error: {exc.code}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("lyra: interrupted", file=sys.stderr)
-        return 130
-    except typer.Exit as exc:
-        return exc.exit_code
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("lyra: aborted", file=sys.stderr)
-            return 130
-        raise
-    return code if isinstance(code, int) else 0
+    except Exception as exc:  # noqa: BLE001 - outside any command: typer itself failed
+        print(f"lyra: error: {error_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

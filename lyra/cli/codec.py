@@ -90,16 +90,21 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, label: str,
-               one: Callable[[str, str], str]) -> None:
+               one: Callable[[str, str], str], force: bool = False) -> None:
     """One file, or every matching file of folder `inp` into the mirrored folder `out`.
 
     `one(src, dst)` processes a file and returns a one-line summary, printed for a single
-    file; a folder gets a progress bar, and failures are listed at the end.
+    file; a folder gets a progress bar, and failures are listed at the end. Existing outputs
+    are refused before any work unless `force` (--force).
     """
+    from lyra.atomic import refuse_to_replace
+
     src = Path(inp)
     if inp == "-" or not src.is_dir():
         if _same_file(inp, out):
             raise LyraError(f"{out}: is the input file; refusing to overwrite it")
+        if not force:
+            refuse_to_replace(out)
         _echo(_guard_os(one, inp, out))
         return
     if out == "-":
@@ -117,6 +122,10 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
         if target in targets:
             raise LyraError(f"{targets[target]} and {path} would both be written to {target}; rename one")
         targets[target] = path
+    existing = [t for t in targets if t.exists() or t.is_symlink()]
+    if existing and not force:
+        more = f" (and {len(existing) - 1} more in {out})" if len(existing) > 1 else ""
+        raise LyraError(f"{existing[0]}: already exists{more}; pass --force to overwrite")
     failures: list[str] = []
     with typer.progressbar(list(targets.items()), label=label, file=sys.stderr, show_pos=True) as bar:
         for target, path in bar:
@@ -161,6 +170,7 @@ def encode(
     threads: ThreadsOpt = None,
     dtype: Annotated[str, typer.Option("--dtype", help="Latent storage: float16, bfloat16, float32, or int8 (per-frame scale).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average inputs with more channels than the model into mono (then duplicated).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT (or files in the OUT folder) if it exists.")] = False,
 ) -> None:
     """Encode audio into a compact .lyra latent file (the posterior mean: deterministic).
 
@@ -168,6 +178,7 @@ def encode(
     Without --stream the whole file is processed at once (memory grows with its length);
     with --stream it goes through in overlapping chunks with the same result.
 
+    \b
     Examples:  lyra encode song.wav song.lyra -c model.pt
                lyra encode music/ latents/ -c model.pt --stream
                ffmpeg -i in.m4a -f wav - | lyra encode --stream - out.lyra -c model.pt
@@ -184,7 +195,7 @@ def encode(
         return (f"{_label(dst)}: {trailer.num_frames} frames, {trailer.num_samples / header.sample_rate:.3f} s, "
                 f"{header.bitrate / 1000:.2f} kbit/s ({dtype})")
 
-    _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one)
+    _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one, force=force)
 
 
 def _encode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: int, dtype: str, downmix: bool):
@@ -252,12 +263,14 @@ def decode(
     original_rate: Annotated[bool, typer.Option("--original-rate", help="Resample to the source file's rate (stored in the .lyra) instead of the model's.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="wav or flac (default: from OUT's suffix; wav for - and folders).")] = None,
     subtype: Annotated[str, typer.Option("--subtype", help="Sample format: PCM_16 or PCM_24 (WAV or FLAC), FLOAT (WAV). PCM clips to [-1, 1].")] = "PCM_16",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT (or files in the OUT folder) if it exists.")] = False,
 ) -> None:
     """Decode a .lyra latent file back to audio (WAV or FLAC).
 
     The checkpoint must be the model that encoded the file (its fingerprint is in the
     header). With --stream the latents are decoded in overlapping chunks as they arrive.
 
+    \b
     Examples:  lyra decode song.lyra song.wav -c model.pt
                lyra decode song.lyra song.flac -c model.pt --original-rate
                lyra encode --stream - - -c model.pt < in.wav | lyra decode --stream - out.wav -c model.pt
@@ -273,7 +286,7 @@ def decode(
             _echo(f"{_label(dst)}: warning: {clipped} samples outside [-1, 1] were clipped (use --subtype FLOAT to keep them)")
         return f"{_label(dst)}: {written / rate:.3f} s at {rate} Hz"
 
-    _run_files(inp, out, (".lyra",), suffix, "decoding", one)
+    _run_files(inp, out, (".lyra",), suffix, "decoding", one, force=force)
 
 
 def _decode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: int,
@@ -333,6 +346,7 @@ def info(
 ) -> None:
     """Show a .lyra file's header, duration, bitrate and model fingerprint (and verify every chunk).
 
+    \b
     Example:  lyra info song.lyra
     """
     from lyra.container import DTYPES, open_lyra
@@ -384,7 +398,7 @@ METRICS = ("si_sdr_db", "stft_distance", "mel_distance")
 
 def evaluate(
     ref: Annotated[str, typer.Argument(metavar="REF", help="Reference audio file, or a folder of them.")],
-    degraded: Annotated[Optional[str], typer.Argument(metavar="[DEGRADED]", help="Audio to compare with REF (a file, or a folder mirroring REF). Omit with --checkpoint.")] = None,
+    degraded: Annotated[Optional[str], typer.Argument(metavar="DEGRADED", help="Audio to compare with REF (a file, or a folder mirroring REF). Omit with --checkpoint.")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Instead of DEGRADED: encode and decode REF with this model.")] = None,
     stream: StreamOpt = False,
     chunk_seconds: ChunkOpt = 10.0,
@@ -397,6 +411,7 @@ def evaluate(
     """Print reconstruction metrics: SI-SDR (dB, higher is better), multi-resolution STFT
     distance and mel distance (lower is better), per file and averaged over a folder.
 
+    \b
     Examples:  lyra eval song.wav song.decoded.wav
                lyra eval music/ decoded/                (files matched by relative path, any audio suffix)
                lyra eval music/ -c model.pt --stream    (round trip through the model)

@@ -21,7 +21,7 @@ def _config(config_path: Optional[Path], small: bool):
 
 
 def model_info(
-    config: Annotated[Optional[Path], typer.Argument(help="TOML file with a [model] table (default: the built-in default model).")] = None,
+    config: Annotated[Optional[Path], typer.Argument(metavar="CONFIG", help="TOML file with a [model] table (default: the built-in default model).")] = None,
     small: Annotated[bool, typer.Option("--small", help="Describe the small test/demo model instead.")] = False,
 ) -> None:
     """Print a model's parameter count, hop, frame rate and per-stage shapes."""
@@ -40,17 +40,21 @@ def model_info(
 
 
 def init_checkpoint(
-    out: Annotated[Path, typer.Argument(help="Where to write the checkpoint.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Where to write the checkpoint.")],
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with a [model] table.")] = None,
     small: Annotated[bool, typer.Option("--small", help="Use the small demo model.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed for the initial weights.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
 ) -> None:
     """Write a checkpoint with randomly initialised weights (to try the codec before training)."""
     import torch
 
+    from lyra.atomic import refuse_to_replace
     from lyra.checkpoint import save_checkpoint
     from lyra.model import build_model
 
+    if not force:
+        refuse_to_replace(out)
     cfg = _config(config, small)
     torch.manual_seed(seed)
     save_checkpoint(out, build_model(cfg))

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from lyra.cli.app import LyraTyper
 from lyra.errors import LyraError
 
 SetOption = Annotated[Optional[list[str]], typer.Option(
@@ -34,7 +35,7 @@ def load_config(path: Path, overrides: list[str] | None):
 
 
 def train(
-    config: Annotated[Path, typer.Argument(help="The run's TOML config (`lyra config init` writes one).")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The run's TOML config (`lyra config init` writes one).")],
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in run_dir from latest.pt.")] = False,
     overrides: SetOption = None,
 ) -> None:
@@ -48,25 +49,24 @@ def train(
     cfg = load_config(config, overrides)
     result = run_training(cfg, resume=resume)
     if result.interrupted is not None:
-        # SystemExit, not typer.Exit: `lyra.cli.main` runs the app with standalone_mode=False,
-        # where click turns typer.Exit into a return value that main does not pass on.
+        # 128 + the signal, as `lyra.cli.exits` documents (the engine already said what it saved)
         raise SystemExit(128 + result.interrupted if result.interrupted > 0 else 1)
 
 
 def config_init(
-    out: Annotated[str, typer.Argument(help="Where to write the config ('-': standard output).")] = "-",
+    out: Annotated[str, typer.Argument(metavar="OUT", help="Where to write the config ('-': standard output).")] = "-",
     small: Annotated[bool, typer.Option("--small", help="Start from the small demo model.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
 ) -> None:
     """Write a commented starting config with every default (the design document's)."""
-    from lyra.atomic import atomic_write
+    from lyra.atomic import atomic_write, refuse_to_replace
     from lyra.config import ModelConfig
     from lyra.train.config import TrainConfig, commented_toml
 
     cfg = TrainConfig(model=ModelConfig.small()) if small else TrainConfig()
     text = commented_toml(cfg)
-    if out != "-" and Path(out).exists() and not force:
-        raise LyraError(f"{out}: already exists (pass --force to overwrite it)")
+    if not force:
+        refuse_to_replace(out)
     with atomic_write(out) as f:
         f.write(text.encode())
     if out != "-":
@@ -74,7 +74,7 @@ def config_init(
 
 
 def config_show(
-    config: Annotated[Path, typer.Argument(help="The run's TOML config.")],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The run's TOML config.")],
     overrides: SetOption = None,
 ) -> None:
     """Print the fully resolved config (defaults filled in, overrides applied) as TOML."""
@@ -84,8 +84,8 @@ def config_show(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
-    group = typer.Typer(help="Write or inspect training configs.", no_args_is_help=True)
+    app.command("train", graceful_signals=True)(train)
+    group = LyraTyper(help="Write or inspect training configs.", no_args_is_help=True)
     group.command("init")(config_init)
     group.command("show")(config_show)
     app.add_typer(group, name="config")
