@@ -303,6 +303,17 @@ def _reason(exc: BaseException) -> str:
     return reason or type(exc).__name__
 
 
+def _write_reason(exc: BaseException, sink: object) -> str:
+    """Why libsndfile could not write: for its generic "System error", the OS's own message
+    (disk full, file too large), which libsndfile keeps per file."""
+    reason = _reason(exc)
+    if getattr(exc, "code", None) == 2 and isinstance(sink, soundfile.SoundFile):   # SFE_SYSTEM
+        with contextlib.suppress(Exception):   # (soundfile has no public call for it)
+            detail = soundfile._ffi.string(soundfile._snd.sf_strerror(sink._file)).decode()
+            reason = detail.split(":", 1)[-1].strip().rstrip(".") or reason
+    return reason
+
+
 def _check_finite(block: torch.Tensor, offset: int, sample_rate: int, name: str) -> None:
     bad = ~torch.isfinite(block)                                   # [C, n]
     if bad.any():
@@ -506,19 +517,22 @@ class AudioWriter:
         try:
             self._sink.write(np.ascontiguousarray(data))
         except (soundfile.LibsndfileError, RuntimeError) as exc:
-            raise LyraError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
+            raise LyraError(f"{self.path}: cannot write audio ({_write_reason(exc, self._sink)})") from None
         self.written += data.shape[0]
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
+        if exc_type is not None:
+            self._stack.__exit__(exc_type, exc, tb)   # removes the temporary file
+            return
+        try:
             try:
                 self._finish()
             except BaseException as error:
                 self._stack.__exit__(type(error), error, error.__traceback__)
                 raise
             self._stack.close()     # closes the sound file, then renames it into place
-        else:
-            self._stack.__exit__(exc_type, exc, tb)   # removes the temporary file
+        except (soundfile.LibsndfileError, RuntimeError) as exc:   # libsndfile finishing the file
+            raise LyraError(f"{self.path}: cannot write audio ({_write_reason(exc, self._sink)})") from None
 
     def _stream(self) -> BinaryIO | None:
         """Where a stream goes: stdout for "-", the opened path for a pipe, socket or device

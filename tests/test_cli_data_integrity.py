@@ -184,7 +184,7 @@ def _file_size_limit(limit: int):
     return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-def test_a_full_disk_fails_decode_and_encode_to_stdout(tmp_path, ckpt, files):
+def test_a_full_disk_fails_decode_and_encode(tmp_path, ckpt, files):
     """A file-size limit behaves like a disk that fills up: the write that crosses it is
     short, the next one fails (EFBIG). Python ignores SIGXFSZ, so the error comes back."""
     out = tmp_path / "out.wav"
@@ -194,6 +194,12 @@ def test_a_full_disk_fails_decode_and_encode_to_stdout(tmp_path, ckpt, files):
                                 timeout=300)
     one_line_error(result, "File too large")
     assert out.stat().st_size == 65536
+
+    named = tmp_path / "named.wav"       # through libsndfile, into a temporary file renamed on success
+    result = subprocess.run([LYRA, "decode", str(files["a"]), str(named), "-c", str(ckpt), *COMMON],
+                            capture_output=True, env=ENV, preexec_fn=_file_size_limit(65536), timeout=300)
+    one_line_error(result, f"{named}: cannot write audio (File too large)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
 
     latents = tmp_path / "out.lyra"
     assert files["a"].stat().st_size > 512
