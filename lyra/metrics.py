@@ -10,7 +10,12 @@ gradients bookkeeping of their own (wrap in ``torch.no_grad()`` as you would any
 - `stft_distance`: `lyra.loss.MultiResolutionSTFTLoss` with its defaults (auraloss's
   resolutions), lower is better.
 - `mel_distance`: mean L1 distance of log mel magnitudes (natural log) at FFT sizes 2048, 1024
-  and 512 (hop 1/4, 80 Slaney mel bands), lower is better.
+  and 512 (hop 1/4, 80 Slaney mel bands) at 44.1 kHz, lower is better. Audio at another rate
+  is resampled to 44.1 kHz first, so any rate works and the mel bands mean the same thing.
+
+`METRIC_RATE` (44.1 kHz, the codec's rate) is where `lyra eval` measures: it resamples both
+signals to it (`at_metric_rate`) before all three metrics, so that files at any sample rate
+give comparable numbers. Content above 22.05 kHz is therefore not measured.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from lyra.loss import MultiResolutionSTFTLoss
 
 MEL_FFT_SIZES = (2048, 1024, 512)
 MEL_BANDS = 80
+METRIC_RATE = 44100   # the mel settings above are for this rate
 
 
 def si_sdr(ref: torch.Tensor, est: torch.Tensor, zero_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
@@ -47,12 +53,21 @@ def stft_distance(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
     return value[0] if squeeze else value
 
 
-def mel_distance(ref: torch.Tensor, est: torch.Tensor, sample_rate: int = 44100) -> torch.Tensor:
-    """L1 distance of log mel magnitudes, averaged over three resolutions, per example."""
+def mel_distance(ref: torch.Tensor, est: torch.Tensor, sample_rate: int = METRIC_RATE) -> torch.Tensor:
+    """L1 distance of log mel magnitudes, averaged over three resolutions, per example
+    (computed at `METRIC_RATE`: audio at `sample_rate` is resampled to it first)."""
     ref, est, squeeze = _batched(ref, est)
-    loss = _mel_loss(sample_rate).to(ref.device)
+    ref, est = at_metric_rate(ref, sample_rate), at_metric_rate(est, sample_rate)
+    loss = _mel_loss(METRIC_RATE).to(ref.device)
     value = torch.stack([loss(est[i:i + 1], ref[i:i + 1]) for i in range(ref.shape[0])])
     return value[0] if squeeze else value
+
+
+def at_metric_rate(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """[..., T] at `sample_rate` -> [..., T'] at `METRIC_RATE` (unchanged if already there)."""
+    from lyra.audio import resample
+
+    return resample(audio, sample_rate, METRIC_RATE)
 
 
 def _batched(ref: torch.Tensor, est: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:

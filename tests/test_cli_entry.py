@@ -163,14 +163,16 @@ def coded(tmp_path_factory) -> tuple[Path, Path]:
     return ckpt, latents
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["offline", "stream"])
-def test_a_closed_stdout_pipe_ends_quietly_with_141(coded, stream):
+@pytest.mark.parametrize("stream, unbuffered", [(False, False), (True, True)], ids=["offline", "stream-unbuffered"])
+def test_a_closed_stdout_pipe_ends_quietly_with_141(coded, stream, unbuffered):
     """`lyra decode x.lyra - -c m.pt | head -c 1000`: 350 kB of WAV into a pipe whose reader
-    leaves after 1000 bytes: exit 141 (128 + SIGPIPE, as `set -o pipefail` reports), no noise."""
+    leaves after 1000 bytes: exit 141 (128 + SIGPIPE, as `set -o pipefail` reports), no noise;
+    also with PYTHONUNBUFFERED=1, where a write into the closed pipe is first a short one."""
     ckpt, latents = coded
+    env = lyra_env(**({"PYTHONUNBUFFERED": "1"} if unbuffered else {}))
     proc = subprocess.Popen([lyra_executable(), "decode", str(latents), "-", "-c", str(ckpt), "--device", "cpu",
                              *(["--stream", "--chunk-seconds", "0.5"] if stream else [])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=lyra_env())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     head = proc.stdout.read(1000)
     proc.stdout.close()                              # the reader goes away
     err = proc.stderr.read().decode()

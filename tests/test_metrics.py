@@ -67,3 +67,17 @@ def test_shape_errors():
         si_sdr(torch.zeros(2, 10), torch.zeros(2, 11))
     with pytest.raises(LyraError, match=r"\[B, C, T\]"):
         mel_distance(torch.zeros(10), torch.zeros(10))
+
+
+@pytest.mark.parametrize("rate", [8000, 96000])
+def test_mel_distance_works_at_any_rate_by_measuring_at_44k1(rate):
+    """Once: "80 mel bands are too many for fft_size 512 at 96000 Hz"."""
+    import torchaudio.functional
+
+    g = torch.Generator().manual_seed(4)
+    t = torch.arange(rate // 2) / rate
+    ref = torch.stack([torch.sin(2 * torch.pi * 220 * t), torch.sin(2 * torch.pi * 330 * t)])
+    est = ref + 0.05 * torch.randn(ref.shape, generator=g)
+    got = mel_distance(ref, est, sample_rate=rate)
+    at_44k1 = [torchaudio.functional.resample(x, rate, 44100) for x in (ref, est)]
+    torch.testing.assert_close(got, mel_distance(*at_44k1))

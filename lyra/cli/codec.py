@@ -8,7 +8,6 @@ atomically: an error or Ctrl-C leaves nothing behind, and inputs are never modif
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -405,11 +404,15 @@ def evaluate(
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     dtype: Annotated[str, typer.Option("--dtype", help="With --checkpoint: latent storage to simulate (as in a .lyra file).")] = "float16",
-    downmix: Annotated[bool, typer.Option("--downmix", help="With --checkpoint: mix down inputs with more channels than the model.")] = False,
+    downmix: Annotated[bool, typer.Option("--downmix", help="Average a REF with more channels than DEGRADED (or than the model, with --checkpoint) into mono, as `lyra encode --downmix` does.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Print reconstruction metrics: SI-SDR (dB, higher is better), multi-resolution STFT
     distance and mel distance (lower is better), per file and averaged over a folder.
+
+    Both signals are resampled to 44.1 kHz before measuring, so files at any sample rate
+    give comparable numbers. In a folder, a pair that fails is reported and the others are
+    still measured; the exit status is then 1.
 
     \b
     Examples:  lyra eval song.wav song.decoded.wav
@@ -439,7 +442,7 @@ def evaluate(
 
         def measure(path: Path, rel: str) -> dict[str, float]:
             other = _match(Path(degraded), rel) if ref_path.is_dir() else Path(degraded)
-            return _compare_files(path, other)
+            return _compare_files(path, other, downmix=downmix)
     else:
         codec = _load(checkpoint, device, threads)
         frames = codec.chunk_frames(chunk_seconds)
@@ -447,19 +450,42 @@ def evaluate(
         def measure(path: Path, rel: str) -> dict[str, float]:
             return _round_trip(codec, path, stream, frames, dtype, downmix)
 
-    rows: list[tuple[str, dict[str, float]]] = []
-    bar = typer.progressbar(pairs, label="evaluating", file=sys.stderr) if len(pairs) > 1 else contextlib.nullcontext(pairs)
-    with bar as bar:
-        for path, rel in bar:
-            rows.append((rel, measure(path, rel)))
-    mean = {k: sum(r[k] for _, r in rows) / len(rows) for k in METRICS}
+    if len(pairs) == 1:
+        rows, failed = [(pairs[0][1], measure(*pairs[0]))], {}
+    else:
+        rows, failed = _measure_all(pairs, measure)
+    mean = {k: sum(r[k] for _, r in rows) / len(rows) for k in METRICS} if rows else None
     if as_json:
-        typer.echo(json.dumps({"files": {name: r for name, r in rows}, "mean": mean}, indent=2))
-        return
+        typer.echo(json.dumps({"files": {name: r for name, r in rows}, "mean": mean, "failed": failed}, indent=2))
+    elif rows:
+        _print_table(rows, mean)
+    for message in failed.values():
+        _echo(f"lyra: error: {message}")
+    if failed:
+        raise LyraError(f"{len(failed)} of {len(pairs)} files failed; the others were measured")
+
+
+def _measure_all(pairs: list[tuple[Path, str]], measure: Callable[[Path, str], dict[str, float]]
+                 ) -> tuple[list[tuple[str, dict[str, float]]], dict[str, str]]:
+    """Every pair measured, with a progress bar: (rows, {name: error} for the pairs that failed)."""
+    rows: list[tuple[str, dict[str, float]]] = []
+    failed: dict[str, str] = {}
+    with typer.progressbar(pairs, label="evaluating", file=sys.stderr) as bar:
+        for path, rel in bar:
+            try:
+                rows.append((rel, measure(path, rel)))
+            except LyraError as exc:
+                failed[rel] = str(exc)
+            except OSError as exc:   # still one line naming the file
+                failed[rel] = f"{exc.filename or path}: {exc.strerror or exc}"
+    return rows, failed
+
+
+def _print_table(rows: list[tuple[str, dict[str, float]]], mean: dict[str, float]) -> None:
     width = max(12, *(len(name) for name, _ in rows))
     typer.echo(f"{'file':<{width}}  {'SI-SDR (dB)':>11}  {'STFT dist':>9}  {'mel dist':>8}")
     if len(rows) > 1:
-        rows.append((f"mean of {len(rows)}", mean))
+        rows = [*rows, (f"mean of {len(rows)}", mean)]
     for name, r in rows:
         typer.echo(f"{name:<{width}}  {r['si_sdr_db']:>11.2f}  {r['stft_distance']:>9.4f}  {r['mel_distance']:>8.4f}")
 
@@ -478,24 +504,27 @@ def _match(folder: Path, rel: str) -> Path:
 def _metrics(ref, est, sample_rate: int) -> dict[str, float]:
     import torch
 
-    from lyra.metrics import mel_distance, si_sdr, stft_distance
+    from lyra.metrics import METRIC_RATE, at_metric_rate, mel_distance, si_sdr, stft_distance
 
+    ref, est = at_metric_rate(ref, sample_rate), at_metric_rate(est, sample_rate)   # any rate works
     with torch.no_grad():
         return {"si_sdr_db": float(si_sdr(ref, est)), "stft_distance": float(stft_distance(ref, est)),
-                "mel_distance": float(mel_distance(ref, est, sample_rate=sample_rate))}
+                "mel_distance": float(mel_distance(ref, est, sample_rate=METRIC_RATE))}
 
 
-def _compare_files(ref_path: Path, est_path: Path) -> dict[str, float]:
-    from lyra.audio import expand_channels, open_audio, resample
+def _compare_files(ref_path: Path, est_path: Path, downmix: bool = False) -> dict[str, float]:
+    from lyra.audio import expand_channels, mix_channels, open_audio, resample
 
     with open_audio(ref_path) as src:
         ref, rate = src.read_all(), src.sample_rate                       # [C, T]
     with open_audio(est_path) as src:
         est, est_rate = src.read_all(), src.sample_rate                   # [C', T']
     est = resample(est, est_rate, rate)
+    ref = mix_channels(ref, est.shape[0], downmix)                        # [C, T] -> [1, T] if asked
     if est.shape[0] != ref.shape[0]:
         if 1 not in (est.shape[0], ref.shape[0]):
-            raise LyraError(f"{est_path}: has {est.shape[0]} channels, {ref_path} has {ref.shape[0]}")
+            hint = "; pass --downmix to compare with REF mixed down" if ref.shape[0] > est.shape[0] else ""
+            raise LyraError(f"{est_path}: has {est.shape[0]} channels, {ref_path} has {ref.shape[0]}{hint}")
         channels = max(est.shape[0], ref.shape[0])
         ref, est = expand_channels(ref, channels), expand_channels(est, channels)
     if abs(est.shape[-1] - ref.shape[-1]) > 2:   # resampling may round a length by a sample
