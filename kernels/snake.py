@@ -1,4 +1,4 @@
-"""Fused Triton kernels for Snake, and their launchers.
+"""Fused Triton kernels for Snake, their launchers, and the ops `lyra::snake` / `lyra::snake_backward`.
 
     y = x + 1/(beta + eps) * sin(alpha * x)^2,  alpha = exp(log_alpha), beta = exp(log_beta)
 
@@ -10,12 +10,19 @@ partial sum for grad_log_alpha and one for grad_log_beta into two [C, B * n_bloc
 buffers; `.sum(-1)` in torch then gives each [C] result. No atomics, so the gradients are
 bit-identical run to run.
 
+The launchers are `torch.library.triton_op`s: inside a `torch.compile`d graph inductor sees
+the kernels (through `wrap_triton`) and schedules them with the rest of the graph, instead of
+calling an opaque op. `lyra::snake`'s autograd formula is `lyra::snake_backward`, and it
+saves only x and the two parameter vectors.
+
 Inputs may be any strided view (strides are kernel arguments); outputs are contiguous.
 All math is float32 whatever the input dtype (fp32, fp16, bf16).
 
-With TRITON_INTERPRET=1 Triton's interpreter runs these kernels on CPU tensors. Triton reads
-the variable when it decorates a function, its own library (tl.sum, ...) included, so it must
-be set before `triton` is first imported: in practice, in the environment of the process.
+This module imports Triton and registers the ops, so `lyra.snake` imports it only on the first
+call that takes the Triton path. With TRITON_INTERPRET=1 Triton's interpreter runs the kernels
+on CPU tensors (eager only). Triton reads the variable when it decorates a function, its own
+library (tl.sum, ...) included, so it must be set before `triton` is first imported: in
+practice, in the environment of the process.
 """
 
 from __future__ import annotations
@@ -25,8 +32,25 @@ import contextlib
 import torch
 import triton
 import triton.language as tl
+from torch._subclasses.fake_tensor import is_fake
+from torch.library import triton_op, wrap_triton
 
 MAX_BLOCK_T = 1024  # 4 warps x 32 threads x 8 elements: two 16-byte fp32 loads per thread
+
+
+@triton.jit
+def _program_row(pid, C, T, n_blocks, LOG_ALPHA, LOG_BETA, EPS: tl.constexpr, BLOCK_T: tl.constexpr):
+    """Which row (b, c) and time block program `pid` handles, and that channel's Snake parameters."""
+    row = pid // n_blocks            # row = b * C + c
+    block = pid % n_blocks
+    b = row // C
+    c = row % C
+    t = block * BLOCK_T + tl.arange(0, BLOCK_T)
+    mask = t < T
+    alpha = tl.exp(tl.load(LOG_ALPHA + c).to(tl.float32))
+    beta = tl.exp(tl.load(LOG_BETA + c).to(tl.float32))
+    inv = 1.0 / (beta + EPS)
+    return row, block, b, c, t, mask, alpha, beta, inv
 
 
 @triton.jit
@@ -36,18 +60,8 @@ def _snake_fwd_kernel(
     stride_xb, stride_xc, stride_xt,
     EPS: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    row = pid // n_blocks            # row = b * C + c
-    block = pid % n_blocks
-    b = row // C
-    c = row % C
-    t = block * BLOCK_T + tl.arange(0, BLOCK_T)
-    mask = t < T
-
-    alpha = tl.exp(tl.load(LOG_ALPHA + c).to(tl.float32))
-    beta = tl.exp(tl.load(LOG_BETA + c).to(tl.float32))
-    inv = 1.0 / (beta + EPS)
-
+    row, block, b, c, t, mask, alpha, beta, inv = _program_row(
+        tl.program_id(0), C, T, n_blocks, LOG_ALPHA, LOG_BETA, EPS, BLOCK_T)
     x_ptrs = X + b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc + t.to(tl.int64) * stride_xt
     x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
     s = tl.sin(alpha * x)
@@ -63,18 +77,8 @@ def _snake_bwd_kernel(
     stride_xb, stride_xc, stride_xt,
     EPS: tl.constexpr, BLOCK_T: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    row = pid // n_blocks            # row = b * C + c
-    block = pid % n_blocks
-    b = row // C
-    c = row % C
-    t = block * BLOCK_T + tl.arange(0, BLOCK_T)
-    mask = t < T
-
-    alpha = tl.exp(tl.load(LOG_ALPHA + c).to(tl.float32))
-    beta = tl.exp(tl.load(LOG_BETA + c).to(tl.float32))
-    inv = 1.0 / (beta + EPS)
-
+    row, block, b, c, t, mask, alpha, beta, inv = _program_row(
+        tl.program_id(0), C, T, n_blocks, LOG_ALPHA, LOG_BETA, EPS, BLOCK_T)
     t64 = t.to(tl.int64)
     g_ptrs = G + b.to(tl.int64) * stride_gb + c.to(tl.int64) * stride_gc + t64 * stride_gt
     x_ptrs = X + b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc + t64 * stride_xt
@@ -96,19 +100,24 @@ def _snake_bwd_kernel(
 
 
 def _launch_config(T: int) -> tuple[int, int, int]:
-    """(BLOCK_T, number of time blocks, num_warps) for rows of length T >= 1."""
-    block_t = min(MAX_BLOCK_T, max(16, triton.next_power_of_2(T)))
+    """(BLOCK_T, number of time blocks, num_warps) for rows of length T >= 1.
+
+    T may be symbolic (a compiled graph with a dynamic time axis): rows of 1024 or more, as
+    in any real use, need only the guard ``T >= 1024``; shorter rows specialise on T.
+    """
+    block_t = MAX_BLOCK_T if T >= MAX_BLOCK_T else max(16, triton.next_power_of_2(int(T)))
     num_warps = max(1, min(4, block_t // 256))
-    return block_t, triton.cdiv(T, block_t), num_warps
+    return block_t, (T + block_t - 1) // block_t, num_warps
 
 
 def _device_guard(x: torch.Tensor):
-    # Triton launches on the current CUDA device: make it x's.
-    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+    # Triton launches on the current CUDA device: make it x's. (Not while tracing with fake
+    # tensors: nothing launches then, and the device need not exist.)
+    return torch.cuda.device(x.device) if x.is_cuda and not is_fake(x) else contextlib.nullcontext()
 
 
-def snake_forward(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor,
-                  eps: float) -> torch.Tensor:
+@triton_op("lyra::snake", mutates_args={})
+def snake_forward(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor, eps: float) -> torch.Tensor:
     """[B, C, T] (any strides) -> [B, C, T] contiguous, in x's dtype."""
     B, C, T = x.shape
     y = torch.empty((B, C, T), dtype=x.dtype, device=x.device)
@@ -117,7 +126,7 @@ def snake_forward(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tens
     block_t, n_blocks, num_warps = _launch_config(T)
     log_alpha, log_beta = log_alpha.contiguous(), log_beta.contiguous()  # [C]: the kernel reads element c at c
     with _device_guard(x):
-        _snake_fwd_kernel[(B * C * n_blocks,)](
+        wrap_triton(_snake_fwd_kernel)[(B * C * n_blocks,)](
             x, log_alpha, log_beta, y,
             C, T, n_blocks,
             *x.stride(),
@@ -126,14 +135,15 @@ def snake_forward(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tens
     return y
 
 
-def snake_backward(grad: torch.Tensor, x: torch.Tensor, log_alpha: torch.Tensor,
-                   log_beta: torch.Tensor, eps: float
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(grad_y, x) [B, C, T] -> grad_x [B, C, T] in x's dtype, grad_log_alpha and grad_log_beta [C] in float32."""
+@triton_op("lyra::snake_backward", mutates_args={})
+def snake_backward(grad: torch.Tensor, x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor,
+                   eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_y, x) [B, C, T] -> grad_x [B, C, T] in x's dtype, grad_log_alpha and grad_log_beta [C]
+    in the parameters' dtype (reduced in float32)."""
     B, C, T = x.shape
     grad_x = torch.empty((B, C, T), dtype=x.dtype, device=x.device)
     if grad_x.numel() == 0:
-        zeros = torch.zeros(C, dtype=torch.float32, device=x.device)
+        zeros = torch.zeros(C, dtype=log_alpha.dtype, device=x.device)
         return grad_x, zeros, zeros.clone()
     block_t, n_blocks, num_warps = _launch_config(T)
     n_partials = B * n_blocks
@@ -142,7 +152,7 @@ def snake_backward(grad: torch.Tensor, x: torch.Tensor, log_alpha: torch.Tensor,
     partial_alpha = torch.empty((C, n_partials), dtype=torch.float32, device=x.device)
     partial_beta = torch.empty_like(partial_alpha)
     with _device_guard(x):
-        _snake_bwd_kernel[(B * C * n_blocks,)](
+        wrap_triton(_snake_bwd_kernel)[(B * C * n_blocks,)](
             grad, x, log_alpha, log_beta, grad_x, partial_alpha, partial_beta,
             C, T, n_blocks, n_partials,
             *grad.stride(),
@@ -150,4 +160,20 @@ def snake_backward(grad: torch.Tensor, x: torch.Tensor, log_alpha: torch.Tensor,
             EPS=eps, BLOCK_T=block_t, num_warps=num_warps,
         )
     # [C, B * n_blocks] -> [C], in a fixed order: deterministic
-    return grad_x, partial_alpha.sum(dim=-1), partial_beta.sum(dim=-1)
+    return (grad_x, partial_alpha.sum(dim=-1).to(log_alpha.dtype),
+            partial_beta.sum(dim=-1).to(log_beta.dtype))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, log_alpha, log_beta, eps = inputs
+    ctx.save_for_backward(x, log_alpha, log_beta)  # nothing else: sin/cos are recomputed
+    ctx.eps = eps
+
+
+def _backward(ctx, grad: torch.Tensor):
+    x, log_alpha, log_beta = ctx.saved_tensors
+    grad_x, grad_log_alpha, grad_log_beta = torch.ops.lyra.snake_backward(grad, x, log_alpha, log_beta, ctx.eps)
+    return grad_x, grad_log_alpha, grad_log_beta, None
+
+
+snake_forward.register_autograd(_backward, setup_context=_setup_context)

@@ -9,7 +9,8 @@ swap any of them for a registered alternative of the same kind:
                                                                   -> [B, Cin, T] -> [B, Cout, T/s]
 - decoder_block (same arguments)                                  -> [B, Cin, T] -> [B, Cout, T*s]
 
-Components build their sub-components by name through the registry, never by import.
+Components build their sub-components by name through the registry, never by import. Every
+built-in is ``streamable``: it mixes time only through its own convolutions.
 """
 
 from __future__ import annotations
@@ -21,12 +22,16 @@ import torch
 from torch import nn
 
 from lyra import registry
-from lyra.snake import snake
+from lyra.snake import snake, snake_reference
 
 
-@registry.register("activation", "snake")
+@registry.register("activation", "snake", streamable=True)
 class Snake(nn.Module):
-    """Snake with per-channel log-parameters initialised to zero (alpha = beta = 1)."""
+    """Snake with per-channel log-parameters initialised to zero (alpha = beta = 1).
+
+    Runs `lyra.snake.snake`: the fused Triton kernels on CUDA, elsewhere plain PyTorch that
+    `torch.compile` fuses with its neighbours.
+    """
 
     def __init__(self, channels: int, **_: Any) -> None:
         super().__init__()
@@ -37,7 +42,19 @@ class Snake(nn.Module):
         return snake(x, self.log_alpha, self.log_beta)  # [B, C, T] -> [B, C, T]
 
 
-@registry.register("residual_unit", "residual_unit")
+@registry.register("activation", "snake_reference", streamable=True)
+class ReferenceSnake(Snake):
+    """The same Snake (same parameters, same checkpoints) through the plain formula and autograd.
+
+    The baseline that tests and benchmarks hold `snake` against: nothing fused, every
+    intermediate kept for the backward.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return snake_reference(x, self.log_alpha, self.log_beta)  # [B, C, T] -> [B, C, T]
+
+
+@registry.register("residual_unit", "residual_unit", streamable=True)
 class ResidualUnit(nn.Module):
     """x + Conv1x1(Snake(Conv_k,d(Snake(x)))): a dilated conv that keeps the length."""
 
@@ -65,7 +82,7 @@ def _residual_stack(channels: int, dilations: tuple[int, ...], kernel_size: int,
     ))
 
 
-@registry.register("encoder_block", "encoder_block")
+@registry.register("encoder_block", "encoder_block", streamable=True)
 class EncoderBlock(nn.Module):
     """Residual units at the input width, Snake, then a strided conv that divides time by s."""
 
@@ -85,7 +102,7 @@ class EncoderBlock(nn.Module):
         return self.down(self.act(x))     # [B, Cin, T] -> [B, Cout, T/s]
 
 
-@registry.register("decoder_block", "decoder_block")
+@registry.register("decoder_block", "decoder_block", streamable=True)
 class DecoderBlock(nn.Module):
     """Residual units at the input width, Snake, then a transposed conv that multiplies time by s."""
 

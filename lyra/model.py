@@ -17,7 +17,6 @@ Nothing is remembered between the two calls.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import torch
@@ -129,30 +128,15 @@ class VAE(nn.Module):
         z = self.sample(mean, logvar, generator)
         return self.decode(z, x.shape[-1]), mean, logvar
 
-    def blocks(self) -> list[nn.Module]:
-        """The encoder and decoder blocks: the units `compile_blocks` compiles."""
-        return [*self.encoder.blocks, *self.decoder.blocks]
+    def compile(self, **options: Any) -> "VAE":
+        """Compile the model in place, stage by stage (see `lyra.compilation`); returns self.
 
-    def compile_blocks(self, **compile_kwargs: Any) -> "VAE":
-        """Regional compilation: `torch.compile` each encoder/decoder block in place.
-
-        Each block is compiled on its own, so compile time grows with the number of distinct
-        block shapes, not with depth. A block holding a component registered with
-        ``compile_safe=False`` is left eager (with a warning). Returns self.
+        Options: ``freeze`` (inference only: weights become constants), ``dynamic``, ``mode``,
+        ``backend``, ``fullgraph`` (default True: a graph break is an error).
         """
-        eager, unsafe = [], {}
-        for i, block in enumerate(self.blocks()):
-            found = registry.compile_unsafe(block)
-            if found:
-                eager.append(str(i))
-                unsafe.update((c.key, c) for c in found)
-            else:
-                block.compile(**compile_kwargs)
-        if eager:
-            names = ", ".join(f"{c.kind} '{c.name}' ({c.origin})" for c in unsafe.values())
-            warnings.warn(f"blocks {', '.join(eager)} of {len(self.blocks())} left eager: they hold "
-                          f"{names}, registered as not compile-safe", RuntimeWarning, stacklevel=2)
-        return self
+        from lyra.compilation import compile_model
+
+        return compile_model(self, **options)
 
 
 def _check_components(cfg: ModelConfig) -> None:
@@ -181,12 +165,13 @@ def build_model(config: ModelConfig | dict | None = None, *, compile: bool = Fal
     """Build the VAE. No argument: the design document's default model (255,858,050 parameters).
 
     `config` may be a `ModelConfig` or a plain dict (as stored in checkpoints). With
-    ``compile=True`` each encoder/decoder block is compiled (see `VAE.compile_blocks`).
+    ``compile=True`` the model is compiled stage by stage (see `lyra.compilation`), with
+    `compile_kwargs` as its options.
     """
     if isinstance(config, dict):
         from lyra.config import from_dict
         config = from_dict(ModelConfig, config, "model")
     model = VAE(config)
     if compile:
-        model.compile_blocks(**compile_kwargs)
+        model.compile(**compile_kwargs)
     return model

@@ -29,8 +29,15 @@ when a name it contested is used. A plugin cannot replace a registered name, eve
 
 ``compile_safe`` declares whether `torch.compile` may trace a component. `create` records on
 each module it builds which component built it, and `compile_unsafe(module)` lists the
-components inside a module that declared ``compile_safe=False``; `VAE.compile_blocks` leaves
-such blocks eager.
+components inside a module that declared ``compile_safe=False``; `VAE.compile` leaves the
+stages holding one eager.
+
+``streamable`` declares that a component mixes time only through the ``nn.Conv1d`` /
+``nn.ConvTranspose1d`` layers it holds and is otherwise local in time (pointwise, or a fixed
+whole-step resampling such as zero-stuffing): `lyra.streaming` sizes its chunk overlap from
+those layers and refuses a model holding anything it cannot vouch for. It defaults to False,
+so a plugin block that normalises over time or calls ``F.conv1d`` is refused, not streamed
+wrongly.
 
 The built-in components live in `lyra.blocks` and register themselves exactly the way a
 plugin does; they are imported lazily, on the first lookup, like plugins.
@@ -69,6 +76,7 @@ class Component:
     provider: str  # distribution (package) name, or "lyra" for built-ins
     compile_safe: bool = True
     plugin: str | None = None  # the entry point that registered it, if a plugin did
+    streamable: bool = False  # mixes time only through the Conv1d/ConvTranspose1d layers it holds
 
     @property
     def key(self) -> str:
@@ -129,6 +137,7 @@ class Registry:
         *,
         override: bool = False,
         compile_safe: bool = True,
+        streamable: bool = False,
         provider: str | None = None,
     ):
         """Register `factory` as `name` of `kind`; usable as a decorator when `factory` is None.
@@ -152,7 +161,7 @@ class Registry:
             plugin = self._loading
             who = provider or (plugin.distribution if plugin else None) or _module_provider(obj)
             self.components.setdefault(kind, {})[name] = Component(
-                kind, name, obj, who, compile_safe, plugin.name if plugin else None
+                kind, name, obj, who, compile_safe, plugin.name if plugin else None, streamable
             )
             return obj
 
@@ -328,8 +337,13 @@ def _module_provider(obj: Any) -> str:
 
 def compile_unsafe(module: nn.Module) -> list[Component]:
     """The components inside `module` (built by `create`) that declared ``compile_safe=False``."""
-    seen = {c.key: c for m in module.modules() for c in getattr(m, _TAG, ())}
+    seen = {c.key: c for m in module.modules() for c in built_by(m)}
     return [c for _, c in sorted(seen.items()) if not c.compile_safe]
+
+
+def built_by(module: nn.Module) -> tuple[Component, ...]:
+    """The components whose factories built `module` itself (empty if `create` did not build it)."""
+    return getattr(module, _TAG, ())
 
 
 # The process-wide registry. Module-level functions below are the public interface.

@@ -3,30 +3,31 @@
 alpha = exp(log_alpha), beta = exp(log_beta); x is [B, C, T], the log-parameters are [C].
 
 Three thin layers, as in Liger-Kernel:
-- kernels:  `lyra_kernels.snake` (kernels/snake.py), the fused Triton forward and one-pass backward;
-- autograd: this file, two `torch.library` custom ops, `lyra::snake` and `lyra::snake_backward`,
-  with fake (meta) implementations and `lyra::snake`'s autograd formula, so that
-  `torch.compile(fullgraph=True)` traces through them;
+- kernels:  `lyra_kernels.snake` (kernels/snake.py): the fused Triton forward and one-pass
+  backward, registered as the `torch.library.triton_op`s `lyra::snake` / `lyra::snake_backward`;
+- autograd: this file: `snake()`, the one place that decides which implementation runs, and
+  `SnakeFunction`, the plain-PyTorch implementation;
 - module:   `lyra.blocks.Snake`, which owns the parameters and calls `snake(...)`.
 
-Dispatch, decided per call inside each op (`_use_triton`):
-- CUDA tensors in fp32, fp16 or bf16 go to the Triton kernels;
-- CPU tensors in those dtypes go to the Triton kernels too when TRITON_INTERPRET=1 (Triton's
-  interpreter runs them on the CPU: that is how CI tests the kernels). Set it in the process's
-  environment: Triton reads it when `triton` is imported;
-- everything else (CPU tensors, float64, no Triton installed) goes to the plain PyTorch
-  formula below, computed in float32 (float64 for float64 input).
-Either way: internal math in float32 or wider, parameter gradients reduced in float32 (and
-returned in the parameters' dtype), grad_x in x's dtype, outputs contiguous. Autograd saves
-only x and the two parameter vectors and recomputes sin/cos in the backward.
+The decision (`uses_triton`), made per call from the tensor alone:
+- CUDA tensors in fp32, fp16 or bf16, with Triton installed: the Triton op. In a compiled
+  graph inductor sees its kernels and schedules them;
+- CPU tensors under TRITON_INTERPRET=1, outside `torch.compile`: the Triton op too, run by
+  Triton's interpreter (how the kernels are tested on machines without a GPU);
+- everything else (CPU, float64, no Triton): `SnakeFunction`. Its forward and backward are
+  plain PyTorch ops, so `torch.compile` traces through both and inductor fuses them with their
+  neighbours (the conv bias, the residual add, dtype casts) into single loops.
 
-The backward op has no autograd formula of its own: double backward is not supported.
-Triton is imported lazily, on the first call that takes the Triton path.
+Either way: math in float32 or wider (float64 for float64 input), grad_x in x's dtype, parameter
+gradients in the parameters' dtype, and autograd saves only x and the two parameter vectors:
+the backward recomputes sin/cos from x instead of keeping the forward's intermediates.
+
+`snake_reference` is the formula as autograd sees it (it saves every intermediate): the
+reference the tests hold both implementations against, and the benchmarks' eager baseline.
 """
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 
@@ -34,6 +35,7 @@ import torch
 
 EPS = 1e-9
 _TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_TRITON_INSTALLED: bool | None = None  # looked up on the first CUDA call, not at import
 
 
 def snake_reference(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torch.Tensor:
@@ -57,21 +59,51 @@ def snake_reference_backward(grad: torch.Tensor, x: torch.Tensor, log_alpha: tor
     return grad_x, grad_log_alpha, grad_log_beta
 
 
-@functools.cache
-def _triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-def _use_triton(x: torch.Tensor) -> bool:
-    if x.dtype not in _TRITON_DTYPES or not _triton_installed():
-        return False
-    if x.is_cuda:
-        return True
-    return x.device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
-
-
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)  # fp16/bf16/fp32 -> fp32, fp64 -> fp64
+
+
+class SnakeFunction(torch.autograd.Function):
+    """Snake in plain PyTorch ops, with a backward that recomputes from x.
+
+    Eager autograd keeps x and the parameters only (the formula alone would keep alpha*x, its
+    sine and more); `torch.compile` traces both directions and fuses each into one loop.
+    """
+
+    @staticmethod
+    def forward(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torch.Tensor:
+        dt = _compute_dtype(x)
+        y = snake_reference(x.to(dt), log_alpha.to(dt), log_beta.to(dt))
+        return y.to(x.dtype)                                         # [B, C, T] -> [B, C, T]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(*inputs)  # x, log_alpha, log_beta: nothing else
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, log_alpha, log_beta = ctx.saved_tensors
+        dt = _compute_dtype(x)
+        grad_x, grad_log_alpha, grad_log_beta = snake_reference_backward(
+            grad.to(dt), x.to(dt), log_alpha.to(dt), log_beta.to(dt))
+        return grad_x.to(x.dtype), grad_log_alpha.to(log_alpha.dtype), grad_log_beta.to(log_beta.dtype)
+
+
+def uses_triton(x: torch.Tensor) -> bool:
+    """Whether `snake(x, ...)` runs the Triton kernels (see the module docstring)."""
+    if x.dtype not in _TRITON_DTYPES:
+        return False
+    if x.device.type == "cuda":
+        return _triton_installed()
+    return (x.device.type == "cpu" and not torch.compiler.is_compiling()
+            and os.environ.get("TRITON_INTERPRET") == "1" and _triton_installed())
+
+
+def _triton_installed() -> bool:
+    global _TRITON_INSTALLED
+    if _TRITON_INSTALLED is None:
+        _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+    return _TRITON_INSTALLED
 
 
 def _check(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> None:
@@ -84,58 +116,11 @@ def _check(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> 
             raise ValueError(f"snake: {name} is on {p.device} but x is on {x.device}")
 
 
-@torch.library.custom_op("lyra::snake", mutates_args=())
-def _snake_op(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torch.Tensor:
-    _check(x, log_alpha, log_beta)
-    if _use_triton(x):
-        from lyra_kernels.snake import snake_forward
-        return snake_forward(x, log_alpha, log_beta, eps=EPS)
-    dt = _compute_dtype(x)
-    y = snake_reference(x.to(dt), log_alpha.to(dt), log_beta.to(dt))
-    return y.to(x.dtype).contiguous()  # [B, C, T], contiguous like the kernel's output
-
-
-@_snake_op.register_fake
-def _(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torch.Tensor:
-    _check(x, log_alpha, log_beta)
-    return x.new_empty(x.shape)
-
-
-@torch.library.custom_op("lyra::snake_backward", mutates_args=())
-def _snake_backward_op(grad: torch.Tensor, x: torch.Tensor, log_alpha: torch.Tensor,
-                       log_beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _check(x, log_alpha, log_beta)
-    if _use_triton(x):
-        from lyra_kernels.snake import snake_backward
-        grad_x, grad_log_alpha, grad_log_beta = snake_backward(grad, x, log_alpha, log_beta, eps=EPS)
-    else:
-        dt = _compute_dtype(x)
-        grad_x, grad_log_alpha, grad_log_beta = snake_reference_backward(
-            grad.to(dt), x.to(dt), log_alpha.to(dt), log_beta.to(dt))
-        grad_x = grad_x.to(x.dtype).contiguous()
-    return grad_x, grad_log_alpha.to(log_alpha.dtype), grad_log_beta.to(log_beta.dtype)
-
-
-@_snake_backward_op.register_fake
-def _(grad: torch.Tensor, x: torch.Tensor, log_alpha: torch.Tensor,
-      log_beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    _check(x, log_alpha, log_beta)
-    return x.new_empty(x.shape), log_alpha.new_empty(log_alpha.shape), log_beta.new_empty(log_beta.shape)
-
-
-def _setup_context(ctx, inputs, output) -> None:
-    x, log_alpha, log_beta = inputs
-    ctx.save_for_backward(x, log_alpha, log_beta)  # nothing else: sin/cos are recomputed
-
-
-def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    x, log_alpha, log_beta = ctx.saved_tensors
-    return torch.ops.lyra.snake_backward(grad, x, log_alpha, log_beta)
-
-
-_snake_op.register_autograd(_backward, setup_context=_setup_context)
-
-
 def snake(x: torch.Tensor, log_alpha: torch.Tensor, log_beta: torch.Tensor) -> torch.Tensor:
-    """Snake through the fused op: [B, C, T] -> [B, C, T] (contiguous, x's dtype)."""
-    return torch.ops.lyra.snake(x, log_alpha, log_beta)
+    """Snake: [B, C, T] -> [B, C, T] in x's dtype, by the Triton kernels or `SnakeFunction`."""
+    _check(x, log_alpha, log_beta)
+    if uses_triton(x):
+        import lyra_kernels.snake  # noqa: F401  (registers the Triton ops on first use)
+
+        return torch.ops.lyra.snake(x, log_alpha, log_beta, EPS)
+    return SnakeFunction.apply(x, log_alpha, log_beta)

@@ -33,14 +33,19 @@ from typing import Callable, Iterable, Iterator
 import torch
 from torch import nn
 
+from lyra import registry
 from lyra.errors import LyraError
-from lyra.model import VAE
+from lyra.model import VAE, Decoder, Encoder
 
-# Layers that mix time other than through the convolutions this module understands. A model
-# containing one of these has no receptive field we can compute; say so instead of guessing.
-_UNSUPPORTED_TEMPORAL = (nn.Conv2d, nn.Conv3d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
-                         nn.AdaptiveMaxPool1d, nn.Upsample, nn.RNNBase, nn.MultiheadAttention,
-                         nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+# What streaming understands without being told. Time-mixing layers it measures (with their
+# base class's forward: a subclass may only change parameters or buffers) ...
+_CONVS = (nn.Conv1d, nn.ConvTranspose1d)
+_CONV_PADDING = ("zeros", "reflect", "replicate")  # not "circular": it wraps the segment, not the signal
+# ... and torch layers that are pointwise in time (or only hold other modules).
+_LOCAL = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity, nn.Dropout,
+          nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
+          nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid)
+_LYRA = (VAE, Encoder, Decoder)  # Lyra's own containers: they only chain their stages
 
 
 @dataclass(frozen=True)
@@ -54,37 +59,71 @@ class Context:
 # ---------------------------------------------------------------------------------------
 # Receptive field
 # ---------------------------------------------------------------------------------------
+def check_local_in_time(module: nn.Module) -> None:
+    """Refuse (one-line `LyraError`) a module whose time mixing streaming cannot vouch for.
+
+    An allow-list: every module inside must be a convolution streaming measures, a torch layer
+    known to be pointwise in time, one of Lyra's containers, or built by a component registered
+    ``streamable=True``. Such a component vouches for the modules of its own it holds, but not
+    for torch layers outside the allow-list (a `GroupNorm` inside still refuses the model).
+    """
+    def visit(mod: nn.Module, path: str, vouched: bool) -> None:
+        built = registry.built_by(mod)
+        if built:
+            refused = [c for c in built if not c.streamable]
+            if refused:
+                c = refused[0]
+                raise LyraError(f"cannot stream this model: {c.kind} '{c.name}' ({c.origin}) at {path} is "
+                                "not registered as streamable (it may mix time in ways streaming cannot "
+                                "measure); encode/decode without --stream")
+            vouched = True
+        elif not _understood(mod, vouched):
+            raise LyraError(f"cannot stream this model: {path} is a {type(mod).__name__}, which is not known "
+                            "to be local in time; encode/decode without --stream")
+        for name, child in mod.named_children():
+            visit(child, f"{path}.{name}", vouched)
+
+    visit(module, type(module).__name__, False)
+
+
+def _understood(mod: nn.Module, vouched: bool) -> bool:
+    kind = type(mod)
+    if isinstance(mod, _CONVS):
+        base = nn.Conv1d if isinstance(mod, nn.Conv1d) else nn.ConvTranspose1d
+        return kind.forward is base.forward and mod.padding_mode in _CONV_PADDING
+    if kind in _LOCAL or kind in _LYRA:
+        return True
+    # A streamable component's own helper modules are covered by its word; torch's are not.
+    return vouched and not kind.__module__.startswith("torch.")
+
+
 def receptive_field(module: nn.Module, probe: torch.Tensor, signal_axis: str) -> tuple[int, int]:
     """Samples of signal context (left, right) that `module`'s outputs need, from its conv layers.
 
-    Runs `module` once on `probe` with hooks that record each `Conv1d`/`ConvTranspose1d`
-    input and output length. Lengths give every layer's scale `S` (signal samples per
-    position: the module's input for an encoder, its output for a decoder, as `signal_axis`
-    says), and each layer widens the dependency window of a position by (in signal samples):
+    Runs `module` once on `probe` (eagerly, compiled stages included) with hooks that record
+    each `Conv1d`/`ConvTranspose1d` input and output length. Lengths give every layer's scale
+    `S` (signal samples per position: the module's input for an encoder, its output for a
+    decoder, as `signal_axis` says), and each layer widens the dependency window of a position
+    by (in signal samples):
 
         Conv1d(k, s, d, p)           left p*S_in            right ((k-1)d - p - (s-1))*S_in
         ConvTranspose1d(k, s, d, p)  left ((k-1)d - p)*S_out right (p + s - 1)*S_out
 
     Windows compose additively, and a residual branch's window contains the skip's, so the sum
     over all conv layers bounds the true receptive field from above (tight for a chain; a
-    block with parallel branches is over-counted, which is safe). Other layers are assumed
-    pointwise in time; a model containing a known time-mixing layer of another kind is refused.
+    block with parallel branches is over-counted, which is safe). Everything else must be
+    local in time (`check_local_in_time`).
     """
-    for sub in module.modules():
-        if isinstance(sub, _UNSUPPORTED_TEMPORAL):
-            raise LyraError(
-                f"cannot compute the receptive field: the model contains a {type(sub).__name__}, "
-                "which streaming does not understand; encode/decode without --stream"
-            )
+    check_local_in_time(module)
     records: list[tuple[nn.Module, int, int]] = []
 
     def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
         records.append((mod, args[0].shape[-1], out.shape[-1]))
 
-    convs = [m for m in module.modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+    convs = [m for m in module.modules() if isinstance(m, _CONVS)]
     handles = [m.register_forward_hook(hook) for m in convs]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
             out = module(probe)
     finally:
         for h in handles:
@@ -114,20 +153,64 @@ def _left_padding(conv: nn.Module, span: int) -> int:
     return conv.padding[0]
 
 
-def encoder_context(model: VAE) -> Context:
-    """Audio frames (hops) of context each latent frame needs on each side."""
+@dataclass(frozen=True)
+class StreamingPlan:
+    """What streaming needs to know about a model, measured once (`streaming_plan`)."""
+
+    encoder: Context                  # audio frames (hops) of context per latent frame
+    decoder: Context                  # latent frames of context per decoded hop of audio
+    staged: bool                      # the decoder runs as [conv_in, *blocks, head] (StagedDecoder)
+    per_frame: tuple[int, ...]        # positions per latent frame after each decoder stage
+    needs: tuple[Context, ...]        # latent frames the stages after each stage still need
+
+
+def streaming_plan(model: VAE) -> StreamingPlan:
+    """The model's `StreamingPlan`, measured on the first call (eagerly) and kept on the model.
+
+    It depends on the model's structure only, not on its weights, device or compilation.
+    """
+    plan = model.__dict__.get("_streaming_plan")
+    if plan is None:
+        plan = _measure(model)
+        model.__dict__["_streaming_plan"] = plan
+    return plan
+
+
+def _measure(model: VAE) -> StreamingPlan:
     hop, param = model.hop_length, next(model.parameters())
     probe = torch.zeros(1, model.config.channels, 2 * hop, device=param.device, dtype=param.dtype)
     left, right = receptive_field(model.encoder, probe, "input")
-    return Context(math.ceil(left / hop), math.ceil(right / hop))
+    encoder = Context(math.ceil(left / hop), math.ceil(right / hop))
+    probe = torch.zeros(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype)
+    left, right = receptive_field(model.decoder, probe, "output")
+    decoder = Context(math.ceil(left / hop), math.ceil(right / hop))
+
+    stages = decoder_stages(model.decoder)
+    probe = torch.randn(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype,
+                        generator=torch.Generator(device=param.device).manual_seed(0))
+    with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
+        staged = stages is not None and torch.allclose(
+            nn.Sequential(*stages)(probe), model.decoder(probe), atol=1e-5, rtol=1e-4)
+        stages = stages if staged else [model.decoder]
+        per_frame, needs = [], []
+        x = probe
+        for i, stage in enumerate(stages):
+            x = stage(x)                                   # [1, W, 2 * per_frame]
+            per_frame.append(x.shape[-1] // 2)
+            rest = nn.Sequential(*stages[i + 1:])
+            left, right = receptive_field(rest, x, "output") if i + 1 < len(stages) else (0, 0)
+            needs.append(Context(math.ceil(left / hop), math.ceil(right / hop)))
+    return StreamingPlan(encoder, decoder, staged, tuple(per_frame), tuple(needs))
+
+
+def encoder_context(model: VAE) -> Context:
+    """Audio frames (hops) of context each latent frame needs on each side."""
+    return streaming_plan(model).encoder
 
 
 def decoder_context(model: VAE) -> Context:
     """Latent frames of context each decoded hop of audio needs on each side."""
-    hop, param = model.hop_length, next(model.parameters())
-    probe = torch.zeros(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype)
-    left, right = receptive_field(model.decoder, probe, "output")
-    return Context(math.ceil(left / hop), math.ceil(right / hop))
+    return streaming_plan(model).decoder
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,32 +333,17 @@ class StagedDecoder:
     output head) the intermediate is cropped to the frames the *remaining* stages still need
     around the kept ones: the expensive stages see little more than the kept frames. Crops
     fall on whole frames, so every later layer stays in phase. If the decoder is not the plain
-    sequence of those stages, it runs whole (the same result, without the saving).
+    sequence of those stages, it runs whole (the same result, without the saving). The stages
+    are the model's own modules, so compiled stages run compiled.
     """
 
     def __init__(self, model: VAE) -> None:
-        dec, hop = model.decoder, model.hop_length
-        self.hop = hop
-        param = next(model.parameters())
-        self._param = param
-        probe = torch.randn(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype,
-                            generator=torch.Generator(device=param.device).manual_seed(0))
-        stages = _decoder_stages(dec)
-        with torch.inference_mode():
-            if stages is None or not torch.allclose(nn.Sequential(*stages)(probe), dec(probe), atol=1e-5, rtol=1e-4):
-                stages = [dec]
-            self.stages = stages
-            # positions per frame after each stage, and frames of context the stages after it need
-            self.per_frame: list[int] = []
-            self.needs: list[Context] = []
-            x = probe
-            for i, stage in enumerate(stages):
-                x = stage(x)                                   # [1, W, 2 * per_frame]
-                self.per_frame.append(x.shape[-1] // 2)
-                rest = nn.Sequential(*stages[i + 1:])
-                left, right = receptive_field(rest, x, "output") if i + 1 < len(stages) else (0, 0)
-                self.needs.append(Context(math.ceil(left / hop), math.ceil(right / hop)))
-        self.context = decoder_context(model)
+        plan = streaming_plan(model)
+        self.hop = model.hop_length
+        self._param = next(model.parameters())
+        self.stages = decoder_stages(model.decoder) if plan.staged else [model.decoder]
+        self.per_frame, self.needs = plan.per_frame, plan.needs
+        self.context = plan.decoder
 
     def __call__(self, segment: torch.Tensor, keep: slice) -> torch.Tensor:
         n = segment.shape[-1]                                  # frames in the segment
@@ -291,7 +359,7 @@ class StagedDecoder:
         return x[0].float().cpu()                              # [C, (b - a) * hop]
 
 
-def _decoder_stages(dec: nn.Module) -> list[nn.Module] | None:
+def decoder_stages(dec: nn.Module) -> list[nn.Module] | None:
     """[conv_in, *blocks, head] when the decoder is built like `lyra.model.Decoder`."""
     if not all(hasattr(dec, k) for k in ("conv_in", "blocks", "act_out", "conv_out")):
         return None

@@ -18,6 +18,7 @@ import torch
 from lyra import registry
 from lyra.checkpoint import load_model, read_checkpoint, save_checkpoint
 from lyra.cli import main
+from lyra.compilation import is_compiled, stages
 from lyra.config import ModelConfig
 from lyra.errors import LyraError
 from lyra.model import build_model
@@ -172,9 +173,9 @@ def test_compile_switch_compiles_plugin_blocks(example_plugin):
     eager = build_model(cfg).eval()
     compiled = build_model(cfg)
     compiled.load_state_dict(eager.state_dict())
-    # fullgraph: a graph break anywhere in a plugin block (the custom op included) is an error
-    compiled.eval().compile_blocks(backend="aot_eager", fullgraph=True)
-    assert all(block._compiled_call_impl is not None for block in compiled.blocks())
+    # fullgraph (the default): a graph break anywhere in a plugin block (the custom op included) is an error
+    compiled.eval().compile(backend="aot_eager")
+    assert all(is_compiled(stage) for stage in stages(compiled).values())
     x = torch.randn(2, 2, 16 * 8 + 5)
     with torch.no_grad():
         ref = eager.decode(eager.encode(x)[0], x.shape[-1])
@@ -194,14 +195,15 @@ def test_blocks_holding_a_component_that_is_not_compile_safe_stay_eager(capsys):
     assert main(["plugins"]) == 0
     assert re.search(r"^  clip_numpy .*\(not compile-safe\)$", capsys.readouterr().out, re.M)
     model = build_model(ModelConfig(**TINY, activation="clip_numpy"))
-    with pytest.warns(RuntimeWarning, match=r"^blocks 0, 1, 2, 3 of 4 left eager: they hold activation "
-                                            r"'clip_numpy' \(package '.*'\), registered as not compile-safe$"):
-        model.compile_blocks()
-    assert all(block._compiled_call_impl is None for block in model.blocks())
+    with pytest.warns(RuntimeWarning, match=r"^6 of 6 stages left eager \(encoder\.blocks\.0, .*, decoder\.act_out\): "
+                                            r"they hold activation 'clip_numpy' \(package '.*'\), registered as not "
+                                            r"compile-safe$"):
+        model.compile()
+    assert not any(is_compiled(stage) for stage in stages(model).values())
 
     registry.register("activation", "clip_numpy", Untraceable, override=True)  # now claims safe
-    assert all(b._compiled_call_impl is not None
-               for b in build_model(ModelConfig(**TINY, activation="clip_numpy"), compile=True).blocks())
+    assert all(is_compiled(stage) for stage in
+               stages(build_model(ModelConfig(**TINY, activation="clip_numpy"), compile=True)).values())
 
 
 # -- broken plugins ---------------------------------------------------------------------
@@ -337,7 +339,7 @@ def test_training_config_naming_an_unknown_component_fails_with_the_registry_mes
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[model]\nactivation = "aa_snak"\n')
     with pytest.raises(LyraError, match=r"^model\.activation: unknown activation 'aa_snak' \(did you mean "
-                                        r"'aa_snake'\?\); registered: aa_snake, snake; plugins loaded: example"):
+                                        r"'aa_snake'\?\); registered: aa_snake, snake, snake_reference; plugins loaded: example"):
         build_model(ModelConfig.from_toml(cfg))
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 import lyra
+import lyra.blocks
+from lyra import registry
 from lyra.config import ModelConfig
 from lyra.streaming import (Context, OverlapStream, StagedDecoder, crop_stream, decode_stream, decoder_context,
                             encode_stream, encoder_context, receptive_field, run_stream)
@@ -81,8 +85,85 @@ def test_receptive_field_comes_from_the_model_not_a_constant():
 
 def test_unknown_time_mixing_layers_are_refused():
     net = torch.nn.Sequential(torch.nn.Conv1d(2, 2, 3, padding=1), torch.nn.AvgPool1d(2))
-    with pytest.raises(lyra.LyraError, match="AvgPool1d"):
+    with pytest.raises(lyra.LyraError, match=r"Sequential\.1 is a AvgPool1d, which is not known to be local in time"):
         receptive_field(net, torch.zeros(1, 2, 16), "input")
+
+
+@pytest.fixture
+def scratch_registry():
+    saved = registry.REGISTRY.snapshot()
+    yield registry
+    registry.REGISTRY.restore(saved)
+
+
+class GroupNormSnake(torch.nn.Module):
+    """Normalises over time: a chunk's statistics differ from the whole signal's."""
+
+    def __init__(self, channels: int, **_) -> None:
+        super().__init__()
+        self.norm = torch.nn.GroupNorm(1, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
+
+
+class BareConvActivation(torch.nn.Module):
+    """Filters in time with a bare F.conv1d that no hook sees."""
+
+    def __init__(self, channels: int, **_) -> None:
+        super().__init__()
+        self.register_buffer("taps", torch.ones(channels, 1, 5) / 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv1d(x, self.taps, padding=2, groups=x.shape[1])
+
+
+class ShiftedConv(torch.nn.Conv1d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(torch.roll(x, 3, dims=-1))
+
+
+def test_streaming_refuses_what_it_cannot_vouch_for(scratch_registry, tiny):
+    """An allow-list, not a deny-list: a component must be registered streamable, and even then
+    a torch layer inside it that mixes time on its own (GroupNorm) refuses the model; so does a
+    convolution whose forward is not the one streaming measures."""
+    config = ModelConfig.small(strides=(2, 2, 2), c_mults=(1, 2, 2))
+    scratch_registry.register("activation", "bare_conv", BareConvActivation)           # not streamable
+    scratch_registry.register("activation", "norm_snake", GroupNormSnake, streamable=True)
+    x = torch.randn(2, 50 * tiny.hop_length)
+
+    model = lyra.build_model(dataclasses.replace(config, activation="bare_conv")).eval()
+    with pytest.raises(lyra.LyraError, match=r"^cannot stream this model: activation 'bare_conv' \(.*\) at "
+                                            r"Encoder\.blocks\.0\.res\.0\.act1 is not registered as streamable"):
+        list(encode_stream(model, [x], 7))
+    model = lyra.build_model(dataclasses.replace(config, activation="norm_snake")).eval()
+    with pytest.raises(lyra.LyraError, match=r"Encoder\.blocks\.0\.res\.0\.act1\.norm is a GroupNorm, which is "
+                                            r"not known to be local in time; encode/decode without --stream$"):
+        list(encode_stream(model, [x], 7))
+    net = torch.nn.Sequential(ShiftedConv(2, 2, 3, padding=1))
+    with pytest.raises(lyra.LyraError, match=r"Sequential\.0 is a ShiftedConv"):
+        receptive_field(net, torch.zeros(1, 2, 16), "input")
+    # Registered streamable and made only of what streaming knows: accepted.
+    scratch_registry.register("activation", "snake_too", lyra.blocks.Snake, streamable=True)
+    model = lyra.build_model(dataclasses.replace(config, activation="snake_too")).eval()
+    assert torch.cat(list(encode_stream(model, [x], 7)), dim=-1).shape[-1] == 50
+
+
+def test_the_streaming_plan_is_measured_once_per_model(tiny, monkeypatch):
+    """Streaming does not run the model with hooks on every call (that would make compiled
+    stages recompile): the plan is measured on first use and kept."""
+    import lyra.streaming as streaming
+
+    model = tiny_model(seed=3)
+    calls = []
+    measure = streaming._measure
+    monkeypatch.setattr(streaming, "_measure", lambda m: calls.append(1) or measure(m))
+    x = torch.randn(2, 30 * model.hop_length)
+    for _ in range(3):
+        z = torch.cat(list(encode_stream(model, [x], 7)), dim=-1)
+        list(decode_stream(model, [z], 7))
+    assert len(calls) == 1
+    assert streaming.streaming_plan(model) is streaming.streaming_plan(model)
 
 
 # ---------------------------------------------------------------------------------------

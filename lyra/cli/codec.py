@@ -25,6 +25,8 @@ StreamOpt = Annotated[bool, typer.Option("--stream", help="Process in overlappin
 ChunkOpt = Annotated[float, typer.Option("--chunk-seconds", help="Audio per chunk with --stream (plus the model's receptive field of context either side).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: auto (cuda if available), cpu, cuda, cuda:1, ...")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the model (default: torch's choice; use 1 per process when piping two lyra processes on few cores).")]
+CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model first (a one-off cost of seconds to minutes; then faster, same output within float32 rounding).")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", help="Compute in fp32, bf16 or fp16 (reduced precision is fast on GPUs and CPUs with AVX-512 BF16/AMX, slow elsewhere).")]
 
 
 # ---------------------------------------------------------------------------------------
@@ -48,26 +50,22 @@ class _Codec:
         return max(1, round(seconds * self.config.sample_rate / self.config.hop_length))
 
 
-def _load(checkpoint: Path, device: str, threads: Optional[int] = None) -> _Codec:
+def _load(checkpoint: Path, device: str, threads: Optional[int] = None, precision: str = "fp32",
+          compile: bool = False) -> _Codec:
     import torch
 
     from lyra.checkpoint import load_model, model_fingerprint
+    from lyra.inference import precision_dtype, prepare_model, resolve_device
 
     if threads is not None:
         if threads < 1:
             raise LyraError(f"--threads: must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise LyraError(f"--device: not a device: {device!r}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LyraError(f"--device {device}: CUDA is not available on this machine")
+    dev = resolve_device(device)
+    precision_dtype(precision)                 # a bad --precision fails before the model loads
     model = load_model(checkpoint, dev)
-    return _Codec(model, model_fingerprint(model), checkpoint)
+    fingerprint = model_fingerprint(model)     # of the stored (fp32) weights, before any cast
+    return _Codec(prepare_model(model, device=dev, precision=precision, compile=compile), fingerprint, checkpoint)
 
 
 def _echo(message: str) -> None:
@@ -167,6 +165,8 @@ def encode(
     chunk_seconds: ChunkOpt = 10.0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    compile: CompileOpt = False,
+    precision: PrecisionOpt = "fp32",
     dtype: Annotated[str, typer.Option("--dtype", help="Latent storage: float16, bfloat16, float32, or int8 (per-frame scale).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average inputs with more channels than the model into mono (then duplicated).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT (or files in the OUT folder) if it exists.")] = False,
@@ -185,7 +185,7 @@ def encode(
     if dtype not in DTYPE_CHOICES:
         raise LyraError(f"--dtype: expected one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
     _check_input(inp)
-    codec = _load(checkpoint, device, threads)
+    codec = _load(checkpoint, device, threads, precision, compile)
     frames = codec.chunk_frames(chunk_seconds)
     from lyra.audio import AUDIO_SUFFIXES
 
@@ -259,6 +259,8 @@ def decode(
     chunk_seconds: ChunkOpt = 10.0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    compile: CompileOpt = False,
+    precision: PrecisionOpt = "fp32",
     original_rate: Annotated[bool, typer.Option("--original-rate", help="Resample to the source file's rate (stored in the .lyra) instead of the model's.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="wav or flac (default: from OUT's suffix; wav for - and folders).")] = None,
     subtype: Annotated[str, typer.Option("--subtype", help="Sample format: PCM_16 or PCM_24 (WAV or FLAC), FLOAT (WAV). PCM clips to [-1, 1].")] = "PCM_16",
@@ -275,7 +277,7 @@ def decode(
                lyra encode --stream - - -c model.pt < in.wav | lyra decode --stream - out.wav -c model.pt
     """
     _check_input(inp)
-    codec = _load(checkpoint, device, threads)
+    codec = _load(checkpoint, device, threads, precision, compile)
     frames = codec.chunk_frames(chunk_seconds)
     suffix = "." + (fmt or "wav").lower()
 
@@ -403,6 +405,8 @@ def evaluate(
     chunk_seconds: ChunkOpt = 10.0,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
+    compile: CompileOpt = False,
+    precision: PrecisionOpt = "fp32",
     dtype: Annotated[str, typer.Option("--dtype", help="With --checkpoint: latent storage to simulate (as in a .lyra file).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average a REF with more channels than DEGRADED (or than the model, with --checkpoint) into mono, as `lyra encode --downmix` does.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -444,7 +448,7 @@ def evaluate(
             other = _match(Path(degraded), rel) if ref_path.is_dir() else Path(degraded)
             return _compare_files(path, other, downmix=downmix)
     else:
-        codec = _load(checkpoint, device, threads)
+        codec = _load(checkpoint, device, threads, precision, compile)
         frames = codec.chunk_frames(chunk_seconds)
 
         def measure(path: Path, rel: str) -> dict[str, float]:

@@ -5,7 +5,7 @@
     [data]        folders, crops, batch size, workers
     [optim]       AdamW, learning-rate schedule, clipping, accumulation, run length
     [loss]        multi-resolution STFT loss and the KL term with its annealing
-    [runtime]     device, precision, compiled blocks, activation checkpointing
+    [runtime]     device, precision, compilation, activation checkpointing
     [logging]     progress, metrics, validation audio, optional W&B / TensorBoard
     [checkpoint]  how often and how many checkpoints
 
@@ -136,7 +136,7 @@ class RuntimeConfig:
     device: str = _field("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = _field(
         "auto", "autocast precision: auto (bf16 on a GPU that supports it, else fp32), fp32, bf16, fp16 (with a GradScaler)")
-    compile: bool = _field(False, "torch.compile each encoder/decoder block")
+    compile: bool = _field(False, "torch.compile the model stage by stage (each encoder/decoder block and output activation)")
     activation_checkpointing: bool = _field(False, "recompute each residual unit's activations in the backward pass (saves memory)")
     max_nonfinite: int = _field(20, "stop after this many steps in a row with a non-finite loss or gradient")
     threads: int = _field(0, "CPU threads for PyTorch's operators in the training process (0: PyTorch's default)")

@@ -122,7 +122,7 @@ class Trainer:
         if cfg.runtime.activation_checkpointing:
             checkpoint_residual_units(self.model)
         if cfg.runtime.compile:
-            self.model.compile_blocks()
+            self.model.compile()
         self.dtype = resolve_precision(cfg.runtime.precision, self.device)
         self.optimizer = self._optimizer()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)

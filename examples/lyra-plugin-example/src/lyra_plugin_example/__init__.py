@@ -21,7 +21,13 @@ def register(registry) -> None:
     ``compile_safe=True`` (the default, spelled out here) says `torch.compile` may trace the
     component: its custom op has a fake kernel and an autograd formula (see `ops.py`). A
     component that cannot be traced registers with ``compile_safe=False`` and Lyra leaves
-    the blocks containing it eager.
+    the stages containing it eager.
+
+    ``streamable=True`` says the component mixes time only through the ``nn.Conv1d`` layers
+    it holds (the anti-aliasing filters are `Conv1d` modules; zero-stuffing is a fixed 2x
+    resampling), so `lyra encode/decode --stream` can size its overlap from them. Without
+    it, streaming refuses a model holding the component.
     """
-    registry.register("activation", "aa_snake", AntiAliasedSnake, compile_safe=True)
-    registry.register("residual_unit", "dw_residual_unit", DepthwiseResidualUnit, compile_safe=True)
+    registry.register("activation", "aa_snake", AntiAliasedSnake, compile_safe=True, streamable=True)
+    registry.register("residual_unit", "dw_residual_unit", DepthwiseResidualUnit, compile_safe=True,
+                      streamable=True)
