@@ -121,8 +121,8 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
         targets[target] = path
     existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not force:
-        more = f" (and {len(existing) - 1} more in {out})" if len(existing) > 1 else ""
-        raise LyraError(f"{existing[0]}: already exists{more}; pass --force to overwrite")
+        more = f", as do {len(existing) - 1} more in {out}" if len(existing) > 1 else ""
+        raise LyraError(f"{existing[0]}: already exists{more} (pass --force to overwrite)")
     failures: list[str] = []
     with typer.progressbar(list(targets.items()), label=label, file=sys.stderr, show_pos=True) as bar:
         for target, path in bar:

@@ -197,8 +197,8 @@ def _watcher() -> Iterator[None]:
 
 
 def _watch(read_end: int, err: int) -> None:
-    while True:
-        for signum in os.read(read_end, 64):
+    while data := os.read(read_end, 64):
+        for signum in data:
             if signum == 0:
                 return
             if signum in SIGNALS and signal.getsignal(signum) is _note:
