@@ -80,7 +80,7 @@ def test_a_device_is_not_an_existing_output(inputs, capsys):
 def test_demo_refuses_a_folder_it_did_not_make(tmp_path, capsys):
     (tmp_path / "mine.txt").write_text("not the demo's")
     assert main(["demo", "--out", str(tmp_path), "--steps", "1"]) == 1
-    assert "was not made by `lyra demo` (pass --force" in capsys.readouterr().err
+    assert "was not made by `lyra demo` (no .lyra-demo file in it); pass --force" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
 
 

@@ -36,8 +36,8 @@ def _claim(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise LyraError(f"--out {out}: is a file, not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists() and not force:
-        raise LyraError(f"--out {out}: already exists and was not made by `lyra demo` "
-                        "(pass --force to write the demo into it anyway)")
+        raise LyraError(f"--out {out}: already exists and was not made by `lyra demo` (no {MARKER} file "
+                        "in it); pass --force to write the demo into it anyway")
     out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).write_text("made by `lyra demo`, which replaces this folder's contents when run again\n")
 
