@@ -14,21 +14,23 @@ import torch
 
 from benchmarks import harness
 from benchmarks.sizes import Sizes
-from benchmarks.variants import EAGER, MODULE_VARIANTS, Variant, compile_module, require
+from benchmarks.variants import EAGER, MODEL_VARIANTS, REFERENCE_ACTIVATION, Variant, fresh_compile_state, require
 from lyra import registry
+from lyra.compilation import compile_stage
 
 PASSES = ("forward", "forward+backward")
 
 
 def _build(kind: str, sizes: Sizes, variant: Variant, device: torch.device):
-    """(block, its input) for `kind` at the first stage, with `variant`'s Snake."""
+    """(block, its input) for `kind` at the first stage, with `variant`'s Snake (uncompiled)."""
     cfg = sizes.model
+    activation = cfg.activation if variant.shipped else REFERENCE_ACTIVATION
     c_in, c_out, stride = sizes.first_stage
     torch.manual_seed(0)
     if kind == "residual_unit":
         block = registry.create("residual_unit", cfg.residual_unit, channels=c_in,
                                 dilation=cfg.dilations[0], kernel_size=cfg.residual_kernel_size,
-                                activation=variant.activation, **cfg.block_options)
+                                activation=activation, **cfg.block_options)
         shape = (sizes.batch, c_in, sizes.samples)                # [B, C, T] -> [B, C, T]
     else:
         name = cfg.encoder_block if kind == "encoder_block" else cfg.decoder_block
@@ -36,7 +38,7 @@ def _build(kind: str, sizes: Sizes, variant: Variant, device: torch.device):
         block = registry.create(
             kind, name, in_channels=c_in if encoder else c_out, out_channels=c_out if encoder else c_in,
             stride=stride, dilations=cfg.dilations, kernel_size=cfg.residual_kernel_size,
-            activation=variant.activation, residual_unit=cfg.residual_unit, **cfg.block_options,
+            activation=activation, residual_unit=cfg.residual_unit, **cfg.block_options,
         )
         # encoder: [B, Cin, T] -> [B, Cout, T/s]; decoder: [B, Cout, T/s] -> [B, Cin, T]
         shape = (sizes.batch, c_in, sizes.samples) if encoder else (sizes.batch, c_out, sizes.samples // stride)
@@ -44,7 +46,18 @@ def _build(kind: str, sizes: Sizes, variant: Variant, device: torch.device):
     return block.to(device), x
 
 
-@pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
+def _compile(block: torch.nn.Module, kind: str, variant: Variant) -> None:
+    """As the variant's model would: a shipped stage (`compile_stage`), or `torch.compile`."""
+    if not variant.compiled:
+        return
+    fresh_compile_state()
+    if variant.shipped:
+        compile_stage(block, kind, fullgraph=True)
+    else:
+        block.compile()
+
+
+@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=lambda v: v.name)
 @pytest.mark.parametrize("pass_", PASSES)
 @pytest.mark.parametrize("kind", ("residual_unit", "encoder_block", "decoder_block"))
 def test_block(benchmark, kind, pass_, variant, bench_sizes, device, bench_session):
@@ -52,7 +65,7 @@ def test_block(benchmark, kind, pass_, variant, bench_sizes, device, bench_sessi
     block, x = _build(kind, bench_sizes, variant, device)
     reference, _ = _build(kind, bench_sizes, EAGER, device)
     reference.load_state_dict(block.state_dict())
-    compile_module(block, variant)
+    _compile(block, kind, variant)
 
     if pass_ == "forward":
         def call():

@@ -2,11 +2,14 @@
 
 - encode: ``VAE.encode`` of `batch` clips of `samples` samples, without autograd;
 - decode: ``VAE.decode`` of their latents (``samples / hop`` frames), without autograd;
-- train step: forward (``VAE.forward``: encode, reparameterised sample, decode), the training
-  loss (`lyra.loss`: multi-resolution STFT reconstruction + weighted KL, in float32),
-  backward, an AdamW step and ``zero_grad(set_to_none=True)``; in float32 and with AMP
-  (bf16 autocast around the model's forward, on CUDA and CPU alike; bf16 needs no grad
-  scaler).
+- train step: forward (encode, reparameterised sample, decode), the loss, backward, an AdamW
+  step and ``zero_grad(set_to_none=True)``, on `train_batch` crops of `train_samples`, with a
+  validation pass (``no_grad`` encode + decode of a batch of another size, in eval mode)
+  between every two steps, as `lyra train` interleaves them: a compiled variant must survive
+  the switch without recompiling past dynamo's limit (the suite makes that an error). Two
+  losses: ``l1`` (L1 waveform + KL: the model's own cost) and ``stft`` (the multi-resolution
+  STFT loss + KL that `lyra train` uses; `lyra.loss`, in float32, not compiled). Precision:
+  float32, and bf16 autocast around the model (AMP) where the device has native bf16.
 
 Every variant is checked against the eager model with the same weights before it is timed.
 """
@@ -17,16 +20,18 @@ import pytest
 import torch
 
 from benchmarks import harness
-from benchmarks.variants import EAGER, MODULE_VARIANTS, build_vae, require
+from benchmarks.variants import EAGER, MODEL_VARIANTS, build_vae, require
+from lyra.inference import native_precision
 from lyra.loss import MultiResolutionSTFTLoss, kl_divergence
 
 KL_WEIGHT = 1e-4
 PRECISIONS = ("fp32", "amp_bf16")
+LOSSES = ("l1", "stft")
 
 
-def _audio(sizes, device):
-    gen = torch.Generator().manual_seed(1)
-    return (0.1 * torch.randn(sizes.batch, sizes.model.channels, sizes.samples, generator=gen)).to(device)
+def _audio(batch, samples, cfg, device, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return (0.1 * torch.randn(batch, cfg.channels, samples, generator=gen)).to(device)
 
 
 def _models(sizes, variant, device):
@@ -37,11 +42,12 @@ def _models(sizes, variant, device):
     return model, reference
 
 
-@pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
+@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=lambda v: v.name)
 def test_encode(benchmark, variant, bench_sizes, device, bench_session):
     require(variant, device)
     model, reference = _models(bench_sizes, variant, device)
-    x = _audio(bench_sizes, device)
+    model.eval(), reference.eval()
+    x = _audio(bench_sizes.batch, bench_sizes.samples, bench_sizes.model, device)
 
     def encode():
         with torch.no_grad():
@@ -58,10 +64,11 @@ def test_encode(benchmark, variant, bench_sizes, device, bench_session):
     )
 
 
-@pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
+@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=lambda v: v.name)
 def test_decode(benchmark, variant, bench_sizes, device, bench_session):
     require(variant, device)
     model, reference = _models(bench_sizes, variant, device)
+    model.eval(), reference.eval()
     cfg = bench_sizes.model
     gen = torch.Generator().manual_seed(2)
     z = torch.randn(bench_sizes.batch, cfg.latent_dim, bench_sizes.samples // cfg.hop_length, generator=gen).to(device)
@@ -85,19 +92,26 @@ def _noise(device: torch.device) -> torch.Generator:
     return torch.Generator(device).manual_seed(3)
 
 
-@pytest.mark.parametrize("variant", MODULE_VARIANTS, ids=lambda v: v.name)
+@pytest.mark.parametrize("variant", MODEL_VARIANTS, ids=lambda v: v.name)
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_train_step(benchmark, precision, variant, bench_sizes, device, bench_session):
+@pytest.mark.parametrize("loss", LOSSES)
+def test_train_step(benchmark, loss, precision, variant, bench_sizes, device, bench_session):
     require(variant, device)
+    if precision == "amp_bf16" and not native_precision(device, torch.bfloat16):
+        pytest.skip(f"amp_bf16: this {device.type} has no native bf16 convolutions")
+    cfg = bench_sizes.model
     model, reference = _models(bench_sizes, variant, device)
-    x = _audio(bench_sizes, device)
-    loss_fn = MultiResolutionSTFTLoss().to(device)
+    x = _audio(bench_sizes.train_batch, bench_sizes.train_samples, cfg, device)
+    val = _audio(bench_sizes.train_batch + 1, bench_sizes.train_samples, cfg, device, seed=4)
+    stft = MultiResolutionSTFTLoss().to(device)
     amp = precision == "amp_bf16"
 
     def loss_of(net, generator=None):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             y, mean, logvar = net(x, generator)
-        return loss_fn(y, x) + KL_WEIGHT * kl_divergence(mean, logvar)
+        y = y.float()
+        recon = stft(y, x) if loss == "stft" else (y - x).abs().mean()
+        return recon + KL_WEIGHT * kl_divergence(mean, logvar)
 
     # Same weights, same input, same noise: the variant's first loss is the eager one.
     tol = 2e-2 if amp else harness.matmul_tolerance(device)
@@ -115,9 +129,15 @@ def test_train_step(benchmark, precision, variant, bench_sizes, device, bench_se
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.detach())
 
+    def validate():
+        model.eval()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            model.decode(model.encode(val)[0])
+        model.train()
+
     harness.run(
-        benchmark, step, group=f"train step {precision}", variant=variant,
-        work=harness.Work(bench_sizes.audio_seconds, "audio s/s"), session=bench_session,
-        rounds=bench_sizes.rounds, info={"precision": precision},
+        benchmark, step, group=f"train step {loss} {precision}", variant=variant,
+        work=harness.Work(bench_sizes.train_seconds, "audio s/s"), session=bench_session,
+        rounds=bench_sizes.rounds, info={"precision": precision, "loss": loss}, between=validate,
     )
     assert all(torch.isfinite(v).item() for v in losses), f"non-finite training loss ({variant.name})"

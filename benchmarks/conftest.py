@@ -1,13 +1,11 @@
-"""pytest configuration of the benchmark suite: ``pytest benchmarks [--lyra-size full]``.
+"""pytest configuration of the benchmark suite: ``pytest benchmarks [--lyra-size default|full]``.
 
 - collects ``bench_*.py`` files (the test suite's ``test_*.py`` pattern does not match them);
-- ``--lyra-size {small,full}`` picks the problem sizes (`benchmarks.sizes`);
+- ``--lyra-size {small,default,full}`` picks the problem sizes (`benchmarks.sizes`);
 - ``--lyra-threads N`` sets torch's intra-op threads (default: PyTorch's own choice; on a
   shared machine, 1 avoids OpenMP threads spinning on cores that others hold);
 - orders each benchmark's variants so the eager baseline runs first (its figures are what
   the others' `speedup_vs_eager` and `mem_ratio_vs_eager` divide by);
-- registers the activation ``snake_reference`` (the plain PyTorch formula) for the eager
-  variants, the way a plugin would, and removes it afterwards;
 - turns dynamo's silent fall-back to eager (recompile limit hit) into an error, so a
   "compiled" figure is never an eager one;
 - pins glibc's allocator thresholds for the session (`benchmarks.memory`), so timings do not
@@ -25,8 +23,7 @@ import torch
 from benchmarks import harness
 from benchmarks.memory import PeakMemoryMeter, use_steady_allocator
 from benchmarks.sizes import SIZE_OPTION, Sizes, sizes_from_config
-from benchmarks.variants import BY_NAME, REFERENCE_ACTIVATION, ReferenceSnake
-from lyra import registry
+from benchmarks.variants import ORDER
 
 THREADS_OPTION = "--lyra-threads"
 
@@ -34,8 +31,9 @@ THREADS_OPTION = "--lyra-threads"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("lyra", "Lyra benchmarks")
     group.addoption(
-        SIZE_OPTION, choices=("small", "full"), default="small",
-        help="problem sizes: 'small' (demo model, short clips; a few minutes on a 2-core CPU) "
+        SIZE_OPTION, choices=("small", "default", "full"), default="small",
+        help="problem sizes: 'small' (demo model, short clips; minutes on a 2-core CPU), "
+             "'default' (the design document's model at CPU sizes; about an hour on 2 cores) "
              "or 'full' (the design document's model, batch 4 x 40960 samples; for GPUs)",
     )
     group.addoption(
@@ -62,7 +60,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector):
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Eager first within each benchmark, otherwise keeping the collected order."""
-    rank = {name: i for i, name in enumerate(BY_NAME)}
+    rank = ORDER
     first: dict[tuple, int] = {}
     keys = []
     for index, item in enumerate(items):
@@ -71,8 +69,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = (str(item.path), getattr(item, "originalname", item.name),
                  tuple(sorted((k, str(v)) for k, v in params.items())))
         first.setdefault(group, index)
-        name = getattr(variant, "name", None)
-        keys.append((first[group], rank.get(name, -1), index))
+        label = getattr(variant, "label", None)
+        keys.append((first[group], rank.get(label, -1), index))
     order = sorted(range(len(items)), key=keys.__getitem__)
     items[:] = [items[i] for i in order]
 
@@ -113,16 +111,6 @@ def bench_session(device: torch.device) -> harness.Session:
     meter = PeakMemoryMeter(device)
     yield harness.Session(device, meter)
     meter.close()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def reference_activation():
-    """Register ``snake_reference`` for the session (unless lyra already provides it)."""
-    saved = registry.REGISTRY.snapshot()
-    if REFERENCE_ACTIVATION not in registry.names("activation"):
-        registry.register("activation", REFERENCE_ACTIVATION, ReferenceSnake)
-    yield
-    registry.REGISTRY.restore(saved)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -59,16 +59,27 @@ class Session:
 
 
 def run(benchmark: Any, fn: Callable[[], object], *, session: Session, group: str, variant: Variant,
-        work: Work, rounds: int, warmup: int = 1, info: dict[str, Any] | None = None) -> Result:
-    """Benchmark `fn` (one call = `work`) and record it; returns what was measured."""
+        work: Work, rounds: int, warmup: int = 1, info: dict[str, Any] | None = None,
+        between: Callable[[], object] | None = None, warmup_rounds: int = 1) -> Result:
+    """Benchmark `fn` (one call = `work`) and record it; returns what was measured.
+
+    `between`, if given, runs (untimed) before every call after the first warm-up: other work
+    interleaved with the measured one, such as a validation pass between training steps.
+    """
     call = _synchronized(fn, session.device)
     benchmark.group = group
-    benchmark.extra_info.update(variant=variant.name, device=describe(session.device), **(info or {}))
+    benchmark.extra_info.update(variant=variant.label, device=describe(session.device), **(info or {}))
 
     for _ in range(warmup):  # compilation and first-call allocations happen here
         call()
+        if between is not None:
+            between()
     memory = session.memory.measure(call)
-    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
+    def setup() -> None:  # pytest-benchmark calls it before each round, untimed
+        between()
+
+    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=warmup_rounds,
+                       setup=None if between is None else setup)
 
     stats = benchmark.stats.stats if benchmark.stats is not None else None
     median = stats.median if stats else None

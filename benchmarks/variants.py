@@ -1,73 +1,71 @@
-"""The implementations a benchmark compares, and how to build each.
+"""The implementations a benchmark compares, and how each is built.
 
-Two independent switches give the variants:
+    variant              Snake                                   compiled                        built by
+    eager                the plain formula (`snake_reference`)   no                              <- the baseline
+    lyra                 `lyra.snake.snake`, as shipped          no                              build_model()
+    compile              `lyra.snake.snake`, as shipped          stage by stage, as shipped      build_model(compile=True)
+    reference_compiled   the plain formula                       encoder and decoder whole       torch.compile(encoder), (decoder)
 
-    variant          Snake implementation                       blocks compiled
-    eager            `lyra.snake.snake_reference` (plain torch)  no   <- the baseline
-    compile          `lyra.snake.snake_reference`                yes (inductor fuses Snake itself)
-    triton           `lyra.snake.snake` (fused Triton op)         no
-    compile_triton   `lyra.snake.snake`                          yes (the default on a GPU)
+`lyra` and `compile` are exactly what users run: `lyra.snake.snake` takes the fused Triton
+kernels on CUDA and `SnakeFunction` elsewhere, so on a GPU `lyra` is the Triton op eagerly and
+`compile` the Triton op inside compiled graphs; nothing here swaps an implementation in. The
+codec benchmarks build them with `lyra.inference.prepare_model`, the function behind `lyra
+encode/decode [--compile] [--precision]`. `eager` is the built-in activation `snake_reference`
+(the formula under autograd). `reference_compiled` is what a user gets from a single
+`torch.compile` of a plain PyTorch model of the same architecture: the bar the shipped
+compiled path must clear.
 
-The fused variants need CUDA: on a CPU `lyra.snake.snake` runs a PyTorch fallback, not the
-Triton kernel, so they are skipped there, saying so. Model-level variants select the Snake
-implementation through the registry, the way a config does: the eager formula is the
-activation ``snake_reference`` (registered by this suite, see `ReferenceSnake`).
+Each variant may also carry a precision: the codec's ``fp32``/``bf16`` (weights cast), which
+`Variant.skip_reason` skips where the device has no native support (emulated bf16 on a CPU
+without AVX-512 BF16 runs ~25x slower than fp32 and would only measure the emulation).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from dataclasses import dataclass
 
 import pytest
 import torch
 import torch._dynamo
 
-from lyra.blocks import Snake
 from lyra.config import ModelConfig
+from lyra.inference import native_precision, precision_dtype, prepare_model
 from lyra.model import VAE, build_model
-from lyra.snake import snake_reference
 
 REFERENCE_ACTIVATION = "snake_reference"
-FUSED_ACTIVATION = "snake"
 
 
 @dataclass(frozen=True)
 class Variant:
     name: str
-    fused: bool     # Snake through the fused Triton op (else the plain PyTorch formula)
-    compiled: bool  # torch.compile on the blocks (or on the op, for the Snake op alone)
+    shipped: bool          # Lyra's Snake (`lyra.snake.snake`), else the plain formula
+    compiled: bool
+    precision: str = "fp32"
 
     @property
-    def activation(self) -> str:
-        return FUSED_ACTIVATION if self.fused else REFERENCE_ACTIVATION
+    def label(self) -> str:
+        return self.name if self.precision == "fp32" else f"{self.name} {self.precision}"
 
     def skip_reason(self, device: torch.device) -> str | None:
-        """Why this variant cannot run on `device` (None when it can)."""
-        if self.fused and device.type != "cuda":
-            return (f"{self.name}: the fused Triton Snake kernel runs on CUDA only "
-                    f"(on {device.type} lyra.snake.snake falls back to PyTorch)")
-        if self.fused and importlib.util.find_spec("triton") is None:
-            return f"{self.name}: triton is not installed"
+        """Why this variant cannot run (meaningfully) on `device`; None when it can."""
+        if not native_precision(device, precision_dtype(self.precision)):
+            return (f"{self.label}: this {device.type} has no native {self.precision} convolutions "
+                    "(emulated, it would measure the emulation)")
         return None
 
 
-EAGER = Variant("eager", fused=False, compiled=False)
-COMPILE = Variant("compile", fused=False, compiled=True)
-TRITON = Variant("triton", fused=True, compiled=False)
-COMPILE_TRITON = Variant("compile_triton", fused=True, compiled=True)
+EAGER = Variant("eager", shipped=False, compiled=False)
+LYRA = Variant("lyra", shipped=True, compiled=False)
+COMPILE = Variant("compile", shipped=True, compiled=True)
+REFERENCE_COMPILED = Variant("reference_compiled", shipped=False, compiled=True)
 
-OP_VARIANTS = (EAGER, COMPILE, TRITON)                     # the Snake op on its own
-MODULE_VARIANTS = (EAGER, COMPILE, TRITON, COMPILE_TRITON)  # blocks and the whole model
-BY_NAME = {v.name: v for v in MODULE_VARIANTS}
-
-
-class ReferenceSnake(Snake):
-    """Snake through the plain PyTorch formula: the eager baseline's activation."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return snake_reference(x, self.log_alpha, self.log_beta)  # [B, C, T] -> [B, C, T]
+MODEL_VARIANTS = (EAGER, LYRA, COMPILE, REFERENCE_COMPILED)   # blocks, the model, training
+OP_VARIANTS = (EAGER, LYRA, COMPILE)                          # the Snake op on its own
+CODEC_VARIANTS = (EAGER, LYRA, COMPILE, REFERENCE_COMPILED,
+                  dataclasses.replace(COMPILE, precision="bf16"),
+                  dataclasses.replace(REFERENCE_COMPILED, precision="bf16"))
+ORDER = {v.label: i for i, v in enumerate(CODEC_VARIANTS)}  # eager first: the others divide by it
 
 
 def require(variant: Variant, device: torch.device) -> None:
@@ -78,30 +76,41 @@ def require(variant: Variant, device: torch.device) -> None:
 
 
 def fresh_compile_state() -> None:
-    """Forget earlier compiled graphs, so one benchmark's graphs never count against another's.
-
-    Dynamo keeps at most `recompile_limit` graphs per code object (all blocks of one class
-    share theirs) and silently runs eager past it; the benchmarks turn that into an error
-    (see `conftest.py`) and start each compiled variant from an empty cache.
-    """
+    """Forget earlier compiled graphs, so one benchmark's compilation never shapes another's
+    (automatic dynamic shapes are decided per code name); the suite runs with dynamo's
+    recompile-limit fallback turned into an error (see `conftest.py`)."""
     torch._dynamo.reset()
 
 
 def build_vae(config: ModelConfig, variant: Variant, device: torch.device, seed: int = 0) -> VAE:
-    """The model with `variant`'s Snake, compiled if the variant says so; same weights per seed."""
-    if variant.compiled:
-        fresh_compile_state()
+    """The model for training benchmarks: built as `variant` says; same weights per seed."""
+    fresh_compile_state()
     torch.manual_seed(seed)
-    cfg = dataclasses.replace(config, activation=variant.activation)
-    model = build_model(cfg).to(device)
+    if variant.shipped:
+        return build_model(config, compile=variant.compiled).to(device)
+    model = build_model(dataclasses.replace(config, activation=REFERENCE_ACTIVATION)).to(device)
     if variant.compiled:
-        model.compile_blocks()
+        compile_whole(model)
     return model
 
 
-def compile_module(module: torch.nn.Module, variant: Variant) -> torch.nn.Module:
-    """Compile a single block in place when the variant asks for it."""
+def build_codec(config: ModelConfig, variant: Variant, device: torch.device, seed: int = 0) -> VAE:
+    """The model for inference benchmarks: the shipped variants exactly as `lyra encode/decode`
+    prepares them (`prepare_model`, with `--compile` and `--precision`); same weights per seed."""
+    fresh_compile_state()
+    torch.manual_seed(seed)
+    if variant.shipped:
+        return prepare_model(build_model(config), device=device, precision=variant.precision,
+                             compile=variant.compiled)
+    model = build_model(dataclasses.replace(config, activation=REFERENCE_ACTIVATION))
+    model = model.to(device=device, dtype=precision_dtype(variant.precision)).eval().requires_grad_(False)
     if variant.compiled:
-        fresh_compile_state()
-        module.compile()
-    return module
+        compile_whole(model, dynamic=True)
+    return model
+
+
+def compile_whole(model: VAE, **options) -> VAE:
+    """The reference: one `torch.compile` of the encoder and one of the decoder."""
+    model.encoder.compile(**options)
+    model.decoder.compile(**options)
+    return model

@@ -42,19 +42,11 @@ def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator
         with open(path, "wb") as f:
             yield f
         return
-    directory = _check_target(path)
-    fd, tmp = _new_temporary(path, directory, suffix or ".tmp")
-    try:
+    with _temporary(path, suffix or ".tmp") as (fd, tmp):
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
-        _commit(tmp, path)
-    except BaseException as exc:
-        _discard(tmp)
-        _raise_naming(exc, tmp, path)
-        raise
-    _fsync_directory(directory)
 
 
 @contextlib.contextmanager
@@ -64,13 +56,21 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     if _is_device(path):
         yield path
         return
-    directory = _check_target(path)
-    fd, tmp = _new_temporary(path, directory, suffix or path.suffix)
-    try:
+    with _temporary(path, suffix or path.suffix) as (fd, tmp):
         os.close(fd)
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def _temporary(path: Path, suffix: str) -> Iterator[tuple[int, Path]]:
+    """A new temporary file beside `path` (its descriptor and name), renamed onto `path` when
+    the block succeeds and removed when it fails; an error names `path`, not the temporary."""
+    directory = _check_target(path)
+    fd, tmp = _new_temporary(path, directory, suffix)
+    try:
+        yield fd, tmp
         _commit(tmp, path)
     except BaseException as exc:
         _discard(tmp)

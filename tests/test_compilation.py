@@ -141,6 +141,7 @@ def test_compilation_holds_through_training_validation_and_the_codec(strict_dyna
     assert all(1 <= n < limit for n in first.values()), first
 
 
+@pytest.mark.slow   # a demonstration (35 s): the test above is what guards the product
 def test_the_same_work_through_nn_module_compile_runs_out_of_graphs(strict_dynamo):
     """Why stages have code objects of their own (and that `cycle` is demanding enough to tell):
     compiled with `nn.Module.compile`, whose caches all blocks share, the same work passes

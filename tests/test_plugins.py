@@ -193,7 +193,9 @@ def test_blocks_holding_a_component_that_is_not_compile_safe_stay_eager(capsys):
 
     registry.register("activation", "clip_numpy", Untraceable, compile_safe=False)
     assert main(["plugins"]) == 0
-    assert re.search(r"^  clip_numpy .*\(not compile-safe\)$", capsys.readouterr().out, re.M)
+    listing = capsys.readouterr().out
+    assert re.search(r"^  clip_numpy .*\(not compile-safe, not streamable\)$", listing, re.M)
+    assert re.search(r"^  snake  +lyra +built-in$", listing, re.M)          # built-ins: both, so no flag
     model = build_model(ModelConfig(**TINY, activation="clip_numpy"))
     with pytest.warns(RuntimeWarning, match=r"^6 of 6 stages left eager \(encoder\.blocks\.0, .*, decoder\.act_out\): "
                                             r"they hold activation 'clip_numpy' \(package '.*'\), registered as not "

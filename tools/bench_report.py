@@ -23,7 +23,7 @@ from lyra.atomic import atomic_write
 from lyra.errors import LyraError
 
 DEFAULT_STORAGE = Path(".benchmarks")
-VARIANT_ORDER = ("copy", "eager", "compile", "triton", "compile_triton")
+VARIANT_ORDER = ("copy", "eager", "lyra", "compile", "reference_compiled", "compile bf16", "reference_compiled bf16")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@
 
 `guarded(command)` wraps every command (see `lyra.cli.app`). An exception that is not a
 `LyraError` still prints one line, with its type, and says that ``LYRA_DEBUG=1`` shows the
-traceback; under ``LYRA_DEBUG=1`` every error prints its traceback first.
+traceback; under ``LYRA_DEBUG=1`` every error prints its traceback first. A Python warning
+raised while a command runs prints as one line ``lyra: warning: ...``.
 
 Signals: while a command runs, SIGINT, SIGTERM and SIGHUP (those not ignored at start, as
 ``nohup`` ignores SIGHUP) stop it at once, even inside a long model call or a blocking read: a
@@ -30,6 +31,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from typing import Any, Callable, Iterator
 
 import typer
@@ -57,7 +59,7 @@ def guarded(command: Callable[..., Any], graceful_signals: bool = False) -> Call
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
-            with handled_signals(graceful_signals):
+            with handled_signals(graceful_signals), one_line_warnings():
                 return command(*args, **kwargs)
         except (typer.Exit, SystemExit):
             raise
@@ -96,6 +98,18 @@ def error_line(exc: BaseException, debug: bool = False) -> str:
         text = f"unexpected {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
     hint = "the traceback is above" if debug else f"{DEBUG_ENV}=1 shows the traceback"
     return f"{_one_line(text)} ({hint})"
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Python warnings raised while a command runs, each as one line ``lyra: warning: ...``
+    (not the file, line number and source line a library user gets)."""
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        _say(f"lyra: warning: {_one_line(str(message))}")
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def interrupted(signum: int) -> int:

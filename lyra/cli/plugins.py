@@ -28,7 +28,8 @@ def plugins() -> None:
             kind = c.kind
             typer.echo(kind)
         source = f"plugin '{c.plugin}'" if c.plugin else ("built-in" if c.provider == "lyra" else "")
-        flag = "  (not compile-safe)" if not c.compile_safe else ""
+        flags = [f for f, on in (("not compile-safe", not c.compile_safe), ("not streamable", not c.streamable)) if on]
+        flag = f"  ({', '.join(flags)})" if flags else ""
         typer.echo(f"  {c.name:<{width}}  {c.provider:<{pwidth}}  {source}{flag}".rstrip())
 
     tried = registry.plugins(load=False)
