@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lyra import registry
+from lyra.compilation import compile_model
 from lyra.config import ModelConfig
 from lyra.errors import LyraError
 
@@ -134,8 +135,6 @@ class VAE(nn.Module):
         Options: ``freeze`` (inference only: weights become constants), ``dynamic``, ``mode``,
         ``backend``, ``fullgraph`` (default True: a graph break is an error).
         """
-        from lyra.compilation import compile_model
-
         return compile_model(self, **options)
 
 
