@@ -24,6 +24,14 @@ def lyra_executable() -> str:
     return found
 
 
+def small_checkpoint(path: Path, seed: int | None = None) -> Path:
+    """A demo-size checkpoint with random weights, made by `lyra init-checkpoint --small` in process."""
+    from lyra.cli import main
+
+    assert main(["init-checkpoint", str(path), "--small", *(["--seed", str(seed)] if seed is not None else [])]) == 0
+    return path
+
+
 def lyra_env(**extra: str) -> dict[str, str]:
     """The environment for a `lyra` subprocess: one torch thread (CI has 2 shared cores),
     buffered stdout (as a plain shell gives), and `extra`."""

@@ -24,6 +24,8 @@ from lyra.checkpoint import load_model, model_fingerprint
 from lyra.cli import main
 from lyra.config import ModelConfig
 from lyra.container import read_lyra
+
+from cli_helpers import small_checkpoint
 from lyra_file_helpers import split, tag, with_header
 
 SR = 44100
@@ -69,9 +71,7 @@ def tones(seconds: float, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    assert main(["init-checkpoint", str(path), "--small", "--seed", "3"]) == 0
-    return path
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt", seed=3)
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ from lyra.cli import main
 from lyra.container import read_lyra, stored
 from lyra.metrics import mel_distance, si_sdr, stft_distance
 
+from cli_helpers import small_checkpoint
+
 SR = 44100
 TOL = 1e-4
 
@@ -32,16 +34,12 @@ pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    assert main(["init-checkpoint", str(path), "--small", "--seed", "3"]) == 0
-    return path
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt", seed=3)
 
 
 @pytest.fixture(scope="module")
 def other_ckpt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("ckpt") / "other.pt"
-    assert main(["init-checkpoint", str(path), "--small", "--seed", "4"]) == 0
-    return path
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "other.pt", seed=4)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,79 @@
+"""Stage-by-stage vs whole-model compilation of one model, timed in interleaved rounds.
+
+    python tools/compile_ab.py                       # small model, 65,536 samples, 15 rounds
+    python tools/compile_ab.py --model default --samples 90112 --rounds 5
+
+The benchmark suite runs its variants one after another, so a change of load on a shared
+machine between two variants reads as a difference between them. Here every round times each
+variant once, in turn, so the ratios compare like with like. Variants (same weights, Lyra's
+Snake in all of them, inference under `torch.no_grad`):
+
+    eager    build_model()
+    staged   build_model(compile=True): every stage compiled on its own (`lyra.compilation`)
+    whole    build_model(), then one `torch.compile` of the encoder and one of the decoder
+
+Printed: the median milliseconds of encode and decode per variant and each against eager.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from lyra.config import ModelConfig
+from lyra.model import build_model
+
+
+def variants(cfg: ModelConfig) -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    weights = build_model(cfg).state_dict()
+    built = {}
+    for name in ("eager", "staged", "whole"):
+        model = build_model(cfg, compile=name == "staged").eval()
+        model.load_state_dict(weights)
+        if name == "whole":
+            model.encoder.compile()
+            model.decoder.compile()
+        built[name] = model
+    return built
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=("small", "default"), default="small")
+    parser.add_argument("--samples", type=int, default=32 * 2048, help="clip length, a multiple of 2048")
+    parser.add_argument("--rounds", type=int, default=15)
+    args = parser.parse_args()
+
+    cfg = ModelConfig.small() if args.model == "small" else ModelConfig()
+    models = variants(cfg)
+    audio = torch.randn(1, cfg.channels, args.samples)
+    with torch.no_grad():
+        latents = models["eager"].encode(audio)[0]
+        calls = {"encode": lambda m: m.encode(audio), "decode": lambda m: m.decode(latents, args.samples)}
+        for call in calls.values():          # warm-up: compilation happens here
+            for model in models.values():
+                call(model)
+                call(model)
+        times = {(op, name): [] for op in calls for name in models}
+        for _ in range(args.rounds):
+            for op, call in calls.items():
+                for name, model in models.items():
+                    start = time.perf_counter()
+                    call(model)
+                    times[op, name].append(time.perf_counter() - start)
+
+    print(f"{args.model} model, {args.samples} samples, {args.rounds} interleaved rounds, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print("| call | variant | median ms | vs eager |")
+    print("|---|---|---:|---:|")
+    for (op, name), seconds in times.items():
+        median = statistics.median(seconds)
+        print(f"| {op} | {name} | {median * 1e3:.1f} | {statistics.median(times[op, 'eager']) / median:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
