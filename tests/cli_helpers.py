@@ -6,6 +6,7 @@ import ctypes
 import os
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -30,6 +31,17 @@ def small_checkpoint(path: Path, seed: int | None = None) -> Path:
 
     assert main(["init-checkpoint", str(path), "--small", *(["--seed", str(seed)] if seed is not None else [])]) == 0
     return path
+
+
+def default_signal_actions(*signums: int) -> Callable[[], None]:
+    """A `preexec_fn` that gives the child the default action for `signums`, whatever this test
+    run inherited: under `nohup` SIGHUP is ignored, and a shell without job control starts
+    background jobs with SIGINT ignored; ignored signals stay ignored across exec."""
+    def reset() -> None:
+        for signum in signums:
+            signal.signal(signum, signal.SIG_DFL)
+
+    return reset
 
 
 def lyra_env(**extra: str) -> dict[str, str]:

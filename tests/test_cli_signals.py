@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import CreatedFiles, lyra_env, lyra_executable, write_wav
+from cli_helpers import CreatedFiles, default_signal_actions, lyra_env, lyra_executable, write_wav
 from lyra.cli import main
 
 pytestmark = [pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify is Linux's"),
@@ -45,7 +45,8 @@ def interrupt_mid_write(tmp_path: Path, files: dict[str, Path], command: str, si
     created = CreatedFiles(out_dir)
     proc = subprocess.Popen([lyra_executable(), command, "--stream", "-", str(out), "-c", str(files["ckpt"]),
                              "--chunk-seconds", "0.5", "--device", "cpu"],
-                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=lyra_env())
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=lyra_env(),
+                            preexec_fn=default_signal_actions(signum))
     try:
         proc.stdin.write(part)         # the rest never comes: the process cannot finish
         proc.stdin.flush()
@@ -80,7 +81,8 @@ def test_an_ignored_sighup_is_left_ignored(tmp_path, files):
         created = CreatedFiles(out_dir)
         proc = subprocess.Popen([lyra_executable(), "encode", "--stream", "-", str(out_dir / "x.lyra"), "-c",
                                  str(files["ckpt"]), "--device", "cpu"],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=lyra_env())
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=lyra_env(),
+                                preexec_fn=default_signal_actions(signal.SIGTERM))
     finally:
         signal.signal(signal.SIGHUP, old)
     try:

@@ -2,10 +2,10 @@
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +16,8 @@ import lyra.train.engine as engine
 from lyra.checkpoint import read_checkpoint
 from lyra.train.metrics_log import read_metrics
 from lyra.train.state import capture_rng, restore_rng
+
+from cli_helpers import default_signal_actions
 from train_helpers import make_data, tiny_config, tiny_config_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,18 +121,20 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, signum):
     config.write_text(dumps(data))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "lyra", "train", str(config)], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if metrics.exists() and len(read_metrics(metrics)) >= 2:
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_signal_actions(signum))
+    seen = []
+    for line in proc.stderr:           # a progress line per step: signal once step 2 is done (no clock)
+        seen.append(line)
+        step = re.match(r"step\s+(\d+)/", line)
+        if step and int(step.group(1)) >= 2:
             break
-        time.sleep(0.2)
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=120)
+    _, rest = proc.communicate(timeout=600)
+    err = "".join(seen) + rest
     assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err
-    last = max(r["step"] for r in read_metrics(metrics))
+    last = max(r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
     state = read_checkpoint(tmp_path / "run" / "latest.pt")
     assert state["train"]["step"] == last >= 2
     assert f"stopped at step {last}: saved" in err and "--resume" in err
