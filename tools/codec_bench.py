@@ -4,6 +4,7 @@
     python tools/codec_bench.py speed  --model default --seconds 20
     python tools/codec_bench.py memory --model small   --minutes 1 60
     python tools/codec_bench.py memory --model small   --minutes 1 5 --offline
+    python tools/codec_bench.py memory --model small   --minutes 1 10 --compile
     (add --threads 1 on a machine whose cores are shared with other work)
 
 `speed` times encode and decode in this process (model compute only, random weights, a
@@ -157,7 +158,8 @@ def memory(args: argparse.Namespace) -> None:
                        check=True, capture_output=True)
         stream = [] if args.offline else ["--stream", "--chunk-seconds", str(args.chunk_seconds)]
         stream += ["--threads", str(args.threads)] if args.threads else []
-        mode = "offline" if args.offline else f"--stream, {args.chunk_seconds:g} s chunks"
+        stream += ["--compile"] if args.compile else []
+        mode = ("offline" if args.offline else f"--stream, {args.chunk_seconds:g} s chunks") + (", --compile" if args.compile else "")
         print("| model | input | mode | encode peak RSS (reached at) | encode RSS at 1/4, 1/2, 3/4 | encode x realtime "
               "| decode peak RSS (reached at) | decode RSS at 1/4, 1/2, 3/4 | decode x realtime |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -171,10 +173,10 @@ def memory(args: argparse.Namespace) -> None:
                     f.write(wav_header(frames))
                     for block in signal_blocks(seconds):
                         f.write((np.clip(block, -1, 1) * 32767).astype("<i2").tobytes())
-                enc = run_measured([*LYRA, "encode", str(wav), str(lyra_file), "-c", str(ckpt), "--device", "cpu"])
+                enc = run_measured([*LYRA, "encode", str(wav), str(lyra_file), "-c", str(ckpt), "--device", "cpu", "--force"])
                 wav.unlink()
             else:
-                enc = run_measured([*LYRA, "encode", "-", str(lyra_file), "-c", str(ckpt), "--device", "cpu", *stream],
+                enc = run_measured([*LYRA, "encode", "-", str(lyra_file), "-c", str(ckpt), "--device", "cpu", "--force", *stream],
                                    signal_blocks(seconds), wav_header(frames))
             dec = run_measured([*LYRA, "decode", str(lyra_file), "-", "-c", str(ckpt), "--device", "cpu", *stream])
             cells = [f"{m['peak']:,.0f} MiB ({m['peak_at']:.0f} s of {m['wall']:.0f} s) "
@@ -198,6 +200,7 @@ def main() -> None:
     p.add_argument("--chunk-seconds", type=float, default=10.0)
     p.add_argument("--offline", action="store_true", help="without --stream, for comparison")
     p.add_argument("--threads", type=int, default=None, help="passed to lyra as --threads")
+    p.add_argument("--compile", action="store_true", help="passed to lyra: the compiled codec")
     p.set_defaults(fn=memory)
     args = parser.parse_args()
     args.fn(args)
