@@ -12,7 +12,12 @@ Snake in all of them, inference under `torch.no_grad`):
     staged   build_model(compile=True): every stage compiled on its own (`lyra.compilation`)
     whole    build_model(), then one `torch.compile` of the encoder and one of the decoder
 
-Printed: the median milliseconds of encode and decode per variant and each against eager.
+Each round also times a 2048 x 2048 float32 matmul, the machine's practical peak: the
+convolutions are matmul-like, so GFLOP/s over that peak says how much room compilation has left.
+FLOPs are counted once, on the eager model, with `torch.utils.flop_counter`.
+
+Printed: per call and variant the median milliseconds, the speedup over eager, GFLOP/s and the
+fraction of the matmul's median GFLOP/s in the same rounds.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import statistics
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from lyra.config import ModelConfig
 from lyra.model import build_model
@@ -41,6 +47,12 @@ def variants(cfg: ModelConfig) -> dict[str, torch.nn.Module]:
     return built
 
 
+def counted_flops(call, model) -> int:
+    with FlopCounterMode(display=False) as counter:
+        call(model)
+    return counter.get_total_flops()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("small", "default"), default="small")
@@ -51,28 +63,38 @@ def main() -> None:
     cfg = ModelConfig.small() if args.model == "small" else ModelConfig()
     models = variants(cfg)
     audio = torch.randn(1, cfg.channels, args.samples)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     with torch.no_grad():
         latents = models["eager"].encode(audio)[0]
         calls = {"encode": lambda m: m.encode(audio), "decode": lambda m: m.decode(latents, args.samples)}
+        flops = {op: counted_flops(call, models["eager"]) for op, call in calls.items()}
         for call in calls.values():          # warm-up: compilation happens here
             for model in models.values():
                 call(model)
                 call(model)
         times = {(op, name): [] for op in calls for name in models}
+        matmul = []
         for _ in range(args.rounds):
+            start = time.perf_counter()
+            a @ b
+            matmul.append(time.perf_counter() - start)
             for op, call in calls.items():
                 for name, model in models.items():
                     start = time.perf_counter()
                     call(model)
                     times[op, name].append(time.perf_counter() - start)
 
+    peak = 2 * 2048**3 / statistics.median(matmul) / 1e9
     print(f"{args.model} model, {args.samples} samples, {args.rounds} interleaved rounds, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| call | variant | median ms | vs eager |")
-    print("|---|---|---:|---:|")
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}; "
+          f"2048 x 2048 fp32 matmul: {peak:.0f} GFLOP/s (median)")
+    print("| call | variant | median ms | vs eager | GFLOP/s | of matmul peak |")
+    print("|---|---|---:|---:|---:|---:|")
     for (op, name), seconds in times.items():
         median = statistics.median(seconds)
-        print(f"| {op} | {name} | {median * 1e3:.1f} | {statistics.median(times[op, 'eager']) / median:.2f}x |")
+        gflops = flops[op] / median / 1e9
+        print(f"| {op} | {name} | {median * 1e3:.1f} | {statistics.median(times[op, 'eager']) / median:.2f}x "
+              f"| {gflops:.0f} | {gflops / peak:.0%} |")
 
 
 if __name__ == "__main__":
