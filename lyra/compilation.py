@@ -3,8 +3,9 @@
 The unit of compilation is the *stage*: every encoder and decoder block, and the output
 activation of the encoder and of the decoder (the decoder's runs at the full sample rate).
 Everything the stages leave out is a single convolution, which inductor would call as an
-external kernel anyway, so compiling the whole encoder in one graph fuses nothing more; and
-stages are what the streaming decoder runs one at a time (`lyra.streaming.StagedDecoder`).
+external kernel anyway, so compiling the whole encoder in one graph fuses nothing more (the two
+run equally fast: `tools/compile_ab.py`, BENCHMARKS.md); and stages are what the streaming
+decoder runs one at a time (`lyra.streaming.StagedDecoder`).
 
 Dynamo caches compiled graphs per *code object*, at most ``recompile_limit`` (8) of them, and
 past that runs the function eagerly with only a warning. All blocks of a class share their
