@@ -17,7 +17,9 @@ convolutions are matmul-like, so GFLOP/s over that peak says how much room compi
 FLOPs are counted once, on the eager model, with `torch.utils.flop_counter`.
 
 Printed: per call and variant the median milliseconds, the speedup over eager, GFLOP/s and the
-fraction of the matmul's median GFLOP/s in the same rounds.
+fraction of the matmul's median GFLOP/s in the same rounds. ``--profile`` adds where one
+call of the staged model spends its CPU time (`torch.profiler`): convolutions vs the compiled
+graphs' own (fused element-wise) code.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import statistics
 import time
 
 import torch
+from torch.profiler import profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from lyra.config import ModelConfig
@@ -53,11 +56,23 @@ def counted_flops(call, model) -> int:
     return counter.get_total_flops()
 
 
+def time_shares(call, model) -> str:
+    """Where one call spends its CPU time: convolutions, and the compiled graphs' own code."""
+    with profile() as prof:
+        call(model)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    conv = sum(e.self_cpu_time_total for e in events if "conv" in e.key)
+    graphs = sum(e.self_cpu_time_total for e in events if e.key.startswith("## Call CompiledFxGraph"))
+    return f"convolutions {conv / total:.0%}, compiled element-wise code {graphs / total:.0%}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=("small", "default"), default="small")
     parser.add_argument("--samples", type=int, default=32 * 2048, help="clip length, a multiple of 2048")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--profile", action="store_true", help="also profile one staged call of each")
     args = parser.parse_args()
 
     cfg = ModelConfig.small() if args.model == "small" else ModelConfig()
@@ -83,6 +98,7 @@ def main() -> None:
                     start = time.perf_counter()
                     call(model)
                     times[op, name].append(time.perf_counter() - start)
+        shares = {op: time_shares(call, models["staged"]) for op, call in calls.items()} if args.profile else {}
 
     peak = 2 * 2048**3 / statistics.median(matmul) / 1e9
     print(f"{args.model} model, {args.samples} samples, {args.rounds} interleaved rounds, "
@@ -95,6 +111,8 @@ def main() -> None:
         gflops = flops[op] / median / 1e9
         print(f"| {op} | {name} | {median * 1e3:.1f} | {statistics.median(times[op, 'eager']) / median:.2f}x "
               f"| {gflops:.0f} | {gflops / peak:.0%} |")
+    for op, text in shares.items():
+        print(f"staged {op}, CPU time by torch.profiler: {text}")
 
 
 if __name__ == "__main__":
