@@ -45,6 +45,8 @@ def test_precision_check_compares_bf16_with_fp32():
 
 @pytest.mark.slow
 def test_compile_ab_times_three_variants():
-    out = tool("compile_ab.py", "--samples", "4096", "--rounds", "1")
+    out = tool("compile_ab.py", "--samples", "4096", "--rounds", "1", "--profile")
     for call in ("encode", "decode"):
         assert {r[1] for r in rows(out, call)} == {"eager", "staged", "whole"}
+        share = re.search(rf"staged {call}, CPU time by torch.profiler: convolutions (\d+)%", out)
+        assert share and 0 < int(share.group(1)) <= 100
