@@ -35,6 +35,7 @@ from torch import nn
 
 from lyra import registry
 from lyra.errors import LyraError
+from lyra.inference import model_device_dtype
 from lyra.model import VAE, Decoder, Encoder
 
 # What streaming understands without being told. Time-mixing layers it measures (with their
@@ -177,17 +178,17 @@ def streaming_plan(model: VAE) -> StreamingPlan:
 
 
 def _measure(model: VAE) -> StreamingPlan:
-    hop, param = model.hop_length, next(model.parameters())
-    probe = torch.zeros(1, model.config.channels, 2 * hop, device=param.device, dtype=param.dtype)
+    hop, (device, dtype) = model.hop_length, model_device_dtype(model)
+    probe = torch.zeros(1, model.config.channels, 2 * hop, device=device, dtype=dtype)
     left, right = receptive_field(model.encoder, probe, "input")
     encoder = Context(math.ceil(left / hop), math.ceil(right / hop))
-    probe = torch.zeros(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype)
+    probe = torch.zeros(1, model.config.latent_dim, 2, device=device, dtype=dtype)
     left, right = receptive_field(model.decoder, probe, "output")
     decoder = Context(math.ceil(left / hop), math.ceil(right / hop))
 
     stages = decoder_stages(model.decoder)
-    probe = torch.randn(1, model.config.latent_dim, 2, device=param.device, dtype=param.dtype,
-                        generator=torch.Generator(device=param.device).manual_seed(0))
+    probe = torch.randn(1, model.config.latent_dim, 2, device=device, dtype=dtype,
+                        generator=torch.Generator(device=device).manual_seed(0))
     with torch.inference_mode(), torch.compiler.set_stance("force_eager"):
         staged = stages is not None and torch.allclose(
             nn.Sequential(*stages)(probe), model.decoder(probe), atol=1e-5, rtol=1e-4)
@@ -300,10 +301,10 @@ def encode_stream(model: VAE, blocks: Iterable[torch.Tensor], chunk_frames: int)
 
     The concatenated output equals ``model.encode(whole)[0][0]`` (ceil(T / hop) frames).
     """
-    param = next(model.parameters())
+    device, dtype = model_device_dtype(model)
 
     def encode(segment: torch.Tensor, keep: slice) -> torch.Tensor:
-        x = segment.to(device=param.device, dtype=param.dtype)[None]   # [C, n] -> [1, C, n]
+        x = segment.to(device=device, dtype=dtype)[None]   # [C, n] -> [1, C, n]
         with torch.inference_mode():
             mean, _ = model.encode(x)                                  # [1, C, n] -> [1, D, f]
         return mean[0, :, keep].float().cpu()                          # [D, kept frames]
@@ -340,7 +341,7 @@ class StagedDecoder:
     def __init__(self, model: VAE) -> None:
         plan = streaming_plan(model)
         self.hop = model.hop_length
-        self._param = next(model.parameters())
+        self._device, self._dtype = model_device_dtype(model)
         self.stages = decoder_stages(model.decoder) if plan.staged else [model.decoder]
         self.per_frame, self.needs = plan.per_frame, plan.needs
         self.context = plan.decoder
@@ -348,7 +349,7 @@ class StagedDecoder:
     def __call__(self, segment: torch.Tensor, keep: slice) -> torch.Tensor:
         n = segment.shape[-1]                                  # frames in the segment
         a, b = keep.start, n if keep.stop is None else keep.stop
-        x = segment.to(device=self._param.device, dtype=self._param.dtype)[None]   # [D, n] -> [1, D, n]
+        x = segment.to(device=self._device, dtype=self._dtype)[None]   # [D, n] -> [1, D, n]
         first = 0                                              # segment frame where x starts
         with torch.inference_mode():
             for stage, per_frame, need in zip(self.stages, self.per_frame, self.needs):

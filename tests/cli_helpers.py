@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import soundfile as sf
+import torch
 
 
 def lyra_executable() -> str:
@@ -81,6 +82,12 @@ def write_wav(path: Path, frames: int, channels: int = 2, rate: int = 44100, sub
     x = 0.3 * np.sin(2 * np.pi * (220.0 + 110.0 * np.arange(channels)) * t) + 0.02 * rng.standard_normal((frames, channels))
     sf.write(path, x.astype(np.float32), rate, subtype=subtype)
     return path
+
+
+def read(path: Path) -> tuple[torch.Tensor, int]:
+    """An audio file as float32 [C, T], and its sample rate."""
+    data, rate = sf.read(path, dtype="float32", always_2d=True)
+    return torch.from_numpy(data.T.copy()), rate
 
 
 class CreatedFiles:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import resource
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -25,11 +24,11 @@ from lyra.cli import main
 from lyra.config import ModelConfig
 from lyra.container import read_lyra
 
-from cli_helpers import small_checkpoint
+from cli_helpers import lyra_executable, small_checkpoint
 from lyra_file_helpers import split, tag, with_header
 
 SR = 44100
-LYRA = str(Path(sys.executable).parent / "lyra")
+LYRA = lyra_executable()
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 COMMON = ["--device", "cpu", "--threads", "1"]
 V1 = Path(__file__).parent / "data" / "v1.lyra"

@@ -23,7 +23,7 @@ from lyra.cli import main
 from lyra.container import read_lyra, stored
 from lyra.metrics import mel_distance, si_sdr, stft_distance
 
-from cli_helpers import small_checkpoint
+from cli_helpers import read, small_checkpoint
 
 SR = 44100
 TOL = 1e-4
@@ -63,11 +63,6 @@ def tones(frames: int, channels: int = 2, rate: int = SR, seed: int = 0) -> np.n
 def write_wav(path: Path, frames: int, channels: int = 2, rate: int = SR, subtype: str = "FLOAT", seed: int = 0) -> Path:
     sf.write(path, tones(frames, channels, rate, seed), rate, subtype=subtype)
     return path
-
-
-def read(path: Path) -> tuple[torch.Tensor, int]:
-    data, rate = sf.read(path, dtype="float32", always_2d=True)
-    return torch.from_numpy(data.T.copy()), rate
 
 
 def offline_reference(model, x: torch.Tensor, dtype: str = "float16") -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_helpers import lyra, lyra_env, lyra_many, write_wav
+from cli_helpers import lyra, lyra_env, lyra_many, read, write_wav
 from lyra.container import read_lyra
 from lyra.metrics import si_sdr
-from test_codec_cli import read
 
 # Hop 16, two blocks each way: six compiled stages, compiled in seconds.
 TINY_TOML = """[model]

@@ -38,7 +38,7 @@ from typing import Callable
 import torch
 
 from lyra.config import ModelConfig
-from lyra.inference import prepare_model
+from lyra.inference import model_device_dtype, prepare_model
 from lyra.loss import MultiResolutionSTFTLoss, kl_divergence
 from lyra.metrics import si_sdr
 from lyra.model import build_model
@@ -314,7 +314,7 @@ def codec_table(setup: Setup) -> None:
             torch._dynamo.reset()
             torch.manual_seed(0)
             model = prepare_model(build_model(cfg), device=device, precision=precision, compile=compiled)
-            dt = next(model.parameters()).dtype
+            _, dt = model_device_dtype(model)
 
             def encode():
                 with torch.inference_mode():

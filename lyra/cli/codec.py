@@ -203,6 +203,7 @@ def _encode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: i
     from lyra.atomic import atomic_write
     from lyra.audio import check_channels, conform, load_audio, open_audio
     from lyra.container import Header, LatentWriter
+    from lyra.inference import model_device_dtype
     from lyra.streaming import encode_stream
 
     cfg, model = codec.config, codec.model
@@ -215,9 +216,8 @@ def _encode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: i
         x, info = load_audio(src, cfg.sample_rate, cfg.channels, downmix)   # [C, T]
         if info.truncation:
             _echo(info.truncation)                   # the header promised more than the file holds
-        param = next(model.parameters())
         with torch.inference_mode():
-            mean, _ = model.encode(x[None].to(param.device, param.dtype))   # [1, C, T] -> [1, D, F]
+            mean, _ = model.encode(x[None].to(*model_device_dtype(model)))   # [1, C, T] -> [1, D, F]
         h = header(info.sample_rate, info.channels)
         with atomic_write(dst) as f:
             writer = LatentWriter(f, h, _label(dst))
@@ -296,6 +296,7 @@ def _decode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: i
 
     from lyra.audio import AudioWriter, output_format, resample, resample_stream
     from lyra.container import open_lyra
+    from lyra.inference import model_device_dtype
     from lyra.streaming import crop_stream, decode_stream
 
     output_format(dst, fmt)   # a bad OUT is reported before any work
@@ -306,9 +307,8 @@ def _decode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: i
         rate = h.source_sample_rate if original_rate else h.sample_rate
         if not stream:
             z = reader.read_all()                                              # [D, F]
-            param = next(model.parameters())
             with torch.inference_mode():
-                audio = model.decode(z[None].to(param.device, param.dtype), reader.trailer.num_samples)[0]
+                audio = model.decode(z[None].to(*model_device_dtype(model)), reader.trailer.num_samples)[0]
             audio = audio.float().cpu()                                        # [C, T]
             if original_rate:
                 audio = resample(audio, h.sample_rate, rate)[..., :reader.trailer.source_num_samples]
@@ -542,20 +542,21 @@ def _round_trip(codec: _Codec, path: Path, stream: bool, chunk_frames: int, dtyp
 
     from lyra.audio import load_audio
     from lyra.container import stored
+    from lyra.inference import model_device_dtype
     from lyra.streaming import decode_stream, encode_stream
 
     cfg, model = codec.config, codec.model
     x, _ = load_audio(path, cfg.sample_rate, cfg.channels, downmix)        # [C, T]
-    param = next(model.parameters())
+    device_dtype = model_device_dtype(model)
     if stream:
         blocks = x.split(cfg.sample_rate, dim=-1)
         z = stored(torch.cat(list(encode_stream(model, blocks, chunk_frames)), dim=-1), dtype)
         y = torch.cat(list(decode_stream(model, z.split(chunk_frames, dim=-1), chunk_frames, x.shape[-1])), dim=-1)
     else:
         with torch.inference_mode():
-            mean, _ = model.encode(x[None].to(param.device, param.dtype))  # [1, C, T] -> [1, D, F]
+            mean, _ = model.encode(x[None].to(*device_dtype))  # [1, C, T] -> [1, D, F]
             z = stored(mean[0].float().cpu(), dtype)                        # as a .lyra file stores it
-            y = model.decode(z[None].to(param.device, param.dtype), x.shape[-1])[0].float().cpu()
+            y = model.decode(z[None].to(*device_dtype), x.shape[-1])[0].float().cpu()
     return _metrics(x, y, cfg.sample_rate)
 
 
