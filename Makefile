@@ -5,22 +5,28 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# The stable-audio-tools release whose Oobleck VAE tests/test_import_sat.py runs (test-only).
+SAT_VERSION := 0.0.19
 
 .PHONY: demo test bench setup clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps "stable-audio-tools==$(SAT_VERSION)"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/lyra demo
 
+# Two worker processes (pytest-xdist): CI has two cores, and most tests use one thread each.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q

@@ -9,6 +9,11 @@ swap any of them for a registered alternative of the same kind:
                                                                   -> [B, Cin, T] -> [B, Cout, T/s]
 - decoder_block (same arguments)                                  -> [B, Cin, T] -> [B, Cout, T*s]
 
+Two decoder blocks are built in: ``decoder_block`` (the design document's: residual units at
+the input width, then upsampling) and ``oobleck_decoder_block`` (stable-audio-tools' Oobleck
+order: upsampling first, residual units at the output width), so published Oobleck weights
+run unchanged (`lyra.importers.stable_audio_tools`).
+
 Components build their sub-components by name through the registry, never by import. Every
 built-in is ``streamable``: it mixes time only through its own convolutions.
 """
@@ -102,6 +107,12 @@ class EncoderBlock(nn.Module):
         return self.down(self.act(x))     # [B, Cin, T] -> [B, Cout, T/s]
 
 
+def _upsample(in_channels: int, out_channels: int, stride: int) -> nn.ConvTranspose1d:
+    # k = 2s, p = ceil(s/2), output_padding = s mod 2: exactly T*s samples out.
+    return nn.ConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride,
+                              padding=math.ceil(stride / 2), output_padding=stride % 2)
+
+
 @registry.register("decoder_block", "decoder_block", streamable=True)
 class DecoderBlock(nn.Module):
     """Residual units at the input width, Snake, then a transposed conv that multiplies time by s."""
@@ -113,10 +124,27 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, options)
         self.act = registry.create("activation", activation, channels=in_channels, **options)
-        # k = 2s, p = ceil(s/2), output_padding = s mod 2: exactly T*s samples out.
-        self.up = nn.ConvTranspose1d(in_channels, out_channels, 2 * stride, stride=stride,
-                                     padding=math.ceil(stride / 2), output_padding=stride % 2)
+        self.up = _upsample(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.res(x)                   # [B, Cin, T] -> [B, Cin, T]
         return self.up(self.act(x))       # [B, Cin, T] -> [B, Cout, T*s]
+
+
+@registry.register("decoder_block", "oobleck_decoder_block", streamable=True)
+class OobleckDecoderBlock(nn.Module):
+    """stable-audio-tools' order: Snake, a transposed conv that multiplies time by s, then
+    residual units at the output width (cheaper than `DecoderBlock` at the same widths)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int,
+                 dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
+                 activation: str = "snake", residual_unit: str = "residual_unit",
+                 **options: Any) -> None:
+        super().__init__()
+        self.act = registry.create("activation", activation, channels=in_channels, **options)
+        self.up = _upsample(in_channels, out_channels, stride)
+        self.res = _residual_stack(out_channels, dilations, kernel_size, activation, residual_unit, options)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.up(self.act(x))          # [B, Cin, T] -> [B, Cout, T*s]
+        return self.res(x)                # [B, Cout, T*s] -> [B, Cout, T*s]

@@ -280,11 +280,24 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> VAE:
 def model_fingerprint(model: VAE) -> str:
     """A short hash of the model's config and weights: identifies which model wrote a latent."""
     h = hashlib.sha256()
-    h.update(json.dumps(model.config.to_dict(), sort_keys=True).encode())
+    h.update(json.dumps(fingerprint_config(model.config), sort_keys=True).encode())
     for name, tensor in sorted(_unwrap(model).state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+# Model options added after the first release, hashed only when set to something else than
+# their default, so models written before they existed keep their fingerprints (and the
+# .lyra files those models wrote still decode).
+LATER_OPTIONS = ("posterior", "decoder_in_kernel", "decoder_out_bias", "final_tanh")
+
+
+def fingerprint_config(config: ModelConfig) -> dict[str, Any]:
+    """The config as `model_fingerprint` hashes it (see `LATER_OPTIONS`)."""
+    default = ModelConfig()
+    return {key: value for key, value in config.to_dict().items()
+            if key not in LATER_OPTIONS or value != getattr(default, key)}
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

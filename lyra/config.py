@@ -158,6 +158,13 @@ class ModelConfig:
     dilations: tuple[int, ...] = (1, 3, 9)
     residual_kernel_size: int = 7
     logvar_clamp: float = 10.0
+    # How the encoder head's second half parameterises the posterior's spread:
+    # "logvar" -- it is log(sigma^2), clamped to +-logvar_clamp (the design document's);
+    # "softplus" -- sigma = softplus(it) + 1e-4 (stable-audio-tools' VAE bottleneck).
+    posterior: typing.Literal["logvar", "softplus"] = "logvar"
+    decoder_in_kernel: int = 3        # the decoder's input conv (latents -> widest); Oobleck: 7
+    decoder_out_bias: bool = True     # the decoder's output conv has a bias; Oobleck: false
+    final_tanh: bool = False          # squash the decoded audio with tanh
     activation: str = "snake"
     residual_unit: str = "residual_unit"
     encoder_block: str = "encoder_block"
@@ -198,7 +205,8 @@ class ModelConfig:
     def validate(self) -> None:
         """Raise a `LyraError` whose message starts with the first bad key."""
         p = ""
-        for key in ("sample_rate", "channels", "base_channels", "latent_dim", "residual_kernel_size"):
+        for key in ("sample_rate", "channels", "base_channels", "latent_dim", "residual_kernel_size",
+                    "decoder_in_kernel"):
             if getattr(self, key) <= 0:
                 raise LyraError(f"{p}{key}: must be positive, got {getattr(self, key)}")
         for key in ("c_mults", "strides", "dilations"):
@@ -215,8 +223,11 @@ class ModelConfig:
                 f"{p}c_mults/strides: lengths differ ({len(self.c_mults)} multipliers, "
                 f"{len(self.strides)} strides); each encoder block needs one of each"
             )
-        if self.residual_kernel_size % 2 == 0:
-            raise LyraError(f"{p}residual_kernel_size: must be odd, got {self.residual_kernel_size}")
+        for key in ("residual_kernel_size", "decoder_in_kernel"):
+            if getattr(self, key) % 2 == 0:
+                raise LyraError(f"{p}{key}: must be odd, got {getattr(self, key)}")
+        if self.posterior not in ("logvar", "softplus"):
+            raise LyraError(f"{p}posterior: expected 'logvar' or 'softplus', got {self.posterior!r}")
         if self.logvar_clamp <= 0:
             raise LyraError(f"{p}logvar_clamp: must be positive, got {self.logvar_clamp}")
         for key in ("activation", "residual_unit", "encoder_block", "decoder_block"):

@@ -7,7 +7,11 @@ Shapes for the default model (hop = 2*4*4*8*8 = 2048), T a multiple of the hop:
             -> Snake -> Conv1d(2048, 128, 3) -> split           -> mean, logvar [B, 64, T/2048]
     decode  [B, 64, F] -> Conv1d(64, 2048, 3)                   -> [B, 2048, F]
             -> DecoderBlock(s=8) ... DecoderBlock(s=2)          -> [B, 128, F*2048]
-            -> Snake -> Conv1d(128, 2, 7)                       -> [B, 2, F*2048]
+            -> Snake -> Conv1d(128, 2, 7) [-> tanh]             -> [B, 2, F*2048]
+
+The same classes build stable-audio-tools' Oobleck VAE (`configs/stable-audio-open-vae.toml`):
+``decoder_block = "oobleck_decoder_block"``, ``decoder_in_kernel = 7``, no bias on the output
+conv, and ``posterior = "softplus"`` (sigma = softplus(s) + 1e-4 instead of a clamped logvar).
 
 Latents are self-contained: `encode` right-pads the input with zeros to a multiple of the hop,
 so there are ceil(T / hop) frames; `decode(z, length)` crops its F * hop samples to `length`.
@@ -28,6 +32,9 @@ from lyra import registry
 from lyra.compilation import compile_model
 from lyra.config import ModelConfig
 from lyra.errors import LyraError
+
+
+SOFTPLUS_FLOOR = 1e-4  # the smallest sigma of the "softplus" posterior
 
 
 class Encoder(nn.Module):
@@ -56,20 +63,22 @@ class Decoder(nn.Module):
         super().__init__()
         widths = [cfg.base_channels * m for m in (1, *cfg.c_mults)][::-1]
         opts = _block_kwargs(cfg)
-        self.conv_in = nn.Conv1d(cfg.latent_dim, widths[0], 3, padding=1)
+        k = cfg.decoder_in_kernel
+        self.conv_in = nn.Conv1d(cfg.latent_dim, widths[0], k, padding=k // 2)
         self.blocks = nn.ModuleList(
             _create(cfg, "decoder_block", cfg.decoder_block, in_channels=c_in, out_channels=c_out,
                     stride=s, **opts)
             for c_in, c_out, s in zip(widths[:-1], widths[1:], reversed(cfg.strides))
         )
         self.act_out = _create(cfg, "activation", cfg.activation, channels=widths[-1], **cfg.block_options)
-        self.conv_out = nn.Conv1d(widths[-1], cfg.channels, 7, padding=3)
+        self.conv_out = nn.Conv1d(widths[-1], cfg.channels, 7, padding=3, bias=cfg.decoder_out_bias)
+        self.squash = nn.Tanh() if cfg.final_tanh else nn.Identity()
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(z)                      # [B, D, F] -> [B, Wn, F]
         for block in self.blocks:
             x = block(x)                         # [B, Wi, T'] -> [B, Wi-1, T'*s]
-        return self.conv_out(self.act_out(x))    # [B, W0, F*hop] -> [B, C, F*hop]
+        return self.squash(self.conv_out(self.act_out(x)))   # [B, W0, F*hop] -> [B, C, F*hop]
 
 
 class VAE(nn.Module):
@@ -91,7 +100,11 @@ class VAE(nn.Module):
         return math.ceil(length / self.hop_length)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, C, T] audio -> posterior (mean, logvar), each [B, D, ceil(T / hop)]."""
+        """[B, C, T] audio -> posterior (mean, logvar), each [B, D, ceil(T / hop)].
+
+        The log-variance is the encoder's clamped output, or log((softplus(s) + 1e-4)^2)
+        with ``posterior = "softplus"``; either way `sample` and the KL term read it alike.
+        """
         if x.dim() != 3 or x.shape[1] != self.config.channels:
             raise LyraError(
                 f"encode expects audio of shape [batch, {self.config.channels}, time], got {list(x.shape)}"
@@ -101,9 +114,11 @@ class VAE(nn.Module):
         pad = self.num_frames(x.shape[-1]) * self.hop_length - x.shape[-1]
         x = F.pad(x, (0, pad))                   # [B, C, T] -> [B, C, F*hop]
         h = self.encoder(x)                      # [B, C, F*hop] -> [B, 2D, F]
-        mean, logvar = rearrange(h, "b (two d) f -> two b d f", two=2)  # [B, 2D, F] -> 2 x [B, D, F]
+        mean, spread = rearrange(h, "b (two d) f -> two b d f", two=2)  # [B, 2D, F] -> 2 x [B, D, F]
+        if self.config.posterior == "softplus":  # stable-audio-tools: sigma = softplus(s) + 1e-4
+            return mean, 2 * torch.log(F.softplus(spread) + SOFTPLUS_FLOOR)
         clamp = self.config.logvar_clamp
-        return mean, logvar.clamp(-clamp, clamp)
+        return mean, spread.clamp(-clamp, clamp)
 
     def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """[B, D, F] latent -> [B, C, length] audio (default length: F * hop)."""

@@ -362,9 +362,9 @@ class StagedDecoder:
 
 def decoder_stages(dec: nn.Module) -> list[nn.Module] | None:
     """[conv_in, *blocks, head] when the decoder is built like `lyra.model.Decoder`."""
-    if not all(hasattr(dec, k) for k in ("conv_in", "blocks", "act_out", "conv_out")):
+    if not all(hasattr(dec, k) for k in ("conv_in", "blocks", "act_out", "conv_out", "squash")):
         return None
-    return [dec.conv_in, *dec.blocks, nn.Sequential(dec.act_out, dec.conv_out)]
+    return [dec.conv_in, *dec.blocks, nn.Sequential(dec.act_out, dec.conv_out, dec.squash)]
 
 
 def crop_stream(blocks: Iterable[torch.Tensor], length: int | Callable[[], int] | None,

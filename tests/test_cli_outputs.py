@@ -66,7 +66,9 @@ def test_a_folder_with_existing_outputs_is_refused_before_any_work(tmp_path, inp
     out.mkdir()
     (out / "b.lyra").write_bytes(b"precious")
     assert main(["encode", str(music), str(out), "-c", str(inputs["ckpt"])]) == 1
-    assert capsys.readouterr().err == f"lyra: error: {out / 'b.lyra'}: already exists (pass --force to overwrite)\n"
+    # (a folder encode resumes: complete .lyra outputs are skipped, but a file that is not one is refused)
+    assert capsys.readouterr().err == \
+        f"lyra: error: {out / 'b.lyra'}: already exists and is not a .lyra file (pass --force to overwrite)\n"
     assert sorted(p.name for p in out.iterdir()) == ["b.lyra"]                     # nothing else written
     assert main(["encode", str(music), str(out), "-c", str(inputs["ckpt"]), "--force"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["a.lyra", "b.lyra", "c.lyra"]

@@ -52,11 +52,12 @@ def _options(
 # Command modules, each adding its commands to `app`.
 from lyra.cli import codec as _codec  # noqa: E402
 from lyra.cli import demo as _demo  # noqa: E402
+from lyra.cli import imports as _imports  # noqa: E402
 from lyra.cli import model as _model  # noqa: E402
 from lyra.cli import plugins as _plugins  # noqa: E402
 from lyra.cli import train as _train  # noqa: E402
 
-for _module in (_model, _codec, _plugins, _train, _demo):
+for _module in (_model, _codec, _imports, _plugins, _train, _demo):
     _module.register(app)
 
 

@@ -2,7 +2,8 @@
 
 Every IN/OUT may be ``-`` (stdin/stdout), so ``... | lyra encode --stream - - | lyra decode
 --stream - out.wav`` is a pipeline; a folder as IN is processed file by file into a mirrored
-folder OUT. Messages go to stderr (stdout may be carrying data). Outputs are written
+folder OUT (`lyra encode` of a folder is a resumable dataset job, parallel under torchrun:
+`lyra.preencode`). Messages go to stderr (stdout may be carrying data). Outputs are written
 atomically: an error or Ctrl-C leaves nothing behind, and inputs are never modified.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,7 +94,8 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
 
     `one(src, dst)` processes a file and returns a one-line summary, printed for a single
     file; a folder gets a progress bar, and failures are listed at the end. Existing outputs
-    are refused before any work unless `force` (--force).
+    are refused before any work unless `force` (--force). (`lyra encode` of a folder is
+    `lyra.preencode` instead: resumable, and parallel under torchrun.)
     """
     from lyra.atomic import refuse_to_replace
 
@@ -104,21 +107,11 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
             refuse_to_replace(out)
         _echo(_guard_os(one, inp, out))
         return
-    if out == "-":
-        raise LyraError(f"{inp}: is a folder; OUT must be a folder too, not '-'")
+    from lyra.preencode import list_folder
+
     dst = Path(out)
-    if dst.exists() and not dst.is_dir():
-        raise LyraError(f"{out}: IN is a folder, so OUT must be a folder, but it is a file")
-    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes
-                   and not _inside(p, dst))
-    if not files:
-        raise LyraError(f"{inp}: no {' / '.join(suffixes)} files in this folder")
-    targets: dict[Path, Path] = {}
-    for path in files:
-        target = dst / path.relative_to(src).with_suffix(out_suffix)
-        if target in targets:
-            raise LyraError(f"{targets[target]} and {path} would both be written to {target}; rename one")
-        targets[target] = path
+    files = list_folder(inp, out, suffixes, out_suffix)
+    targets = {target: path for path, target in files}
     existing = [t for t in targets if t.exists() or t.is_symlink()]
     if existing and not force:
         more = f", as do {len(existing) - 1} more in {out}" if len(existing) > 1 else ""
@@ -136,14 +129,6 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
     if failures:
         raise LyraError(f"{len(failures)} of {len(files)} files failed; the others were written to {dst}")
     _echo(f"{len(files)} files written to {dst}")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 def _guard_os(one: Callable[[str, str], str], inp: str, out: str) -> str:
@@ -169,7 +154,8 @@ def encode(
     precision: PrecisionOpt = "fp32",
     dtype: Annotated[str, typer.Option("--dtype", help="Latent storage: float16, bfloat16, float32, or int8 (per-frame scale).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average inputs with more channels than the model into mono (then duplicated).")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT (or files in the OUT folder) if it exists.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists; with a folder IN, encode every file again (without it, complete outputs of the same model are skipped).")] = False,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="With a folder IN: also write this JSON Lines index, one line per complete output (source, duration_s, num_samples, sample_rate, frames, output), sorted by source.")] = None,
 ) -> None:
     """Encode audio into a compact .lyra latent file (the posterior mean: deterministic).
 
@@ -177,14 +163,32 @@ def encode(
     Without --stream the whole file is processed at once (memory grows with its length);
     with --stream it goes through in overlapping chunks with the same result.
 
+    A folder IN is a dataset job: every audio file in it is encoded into the mirrored
+    folder OUT. A rerun skips the outputs that are complete (same model and --dtype, every
+    CRC checked) and encodes the missing, truncated or corrupted ones; an output it cannot
+    resume (another model's, or not a .lyra file) is refused unless --force. Under torchrun
+    the files are shared among the processes (one GPU each), with the same outputs.
+
     \b
     Examples:  lyra encode song.wav song.lyra -c model.pt
                lyra encode music/ latents/ -c model.pt --stream
+               torchrun --nproc_per_node=8 -m lyra encode music/ latents/ -c model.pt --manifest latents.jsonl
                ffmpeg -i in.m4a -f wav - | lyra encode --stream - out.lyra -c model.pt
     """
     if dtype not in DTYPE_CHOICES:
         raise LyraError(f"--dtype: expected one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
     _check_input(inp)
+    if inp != "-" and Path(inp).is_dir():
+        _encode_folder(inp, out, checkpoint, stream, chunk_seconds, device, threads, compile, precision,
+                       dtype, downmix, force, manifest)
+        return
+    if manifest is not None:
+        raise LyraError("--manifest: only with a folder IN (a data set to pre-encode)")
+    from lyra.train.distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+        raise LyraError(f"{inp}: not a folder; under torchrun, `lyra encode` shares a folder's files "
+                        "among the processes (run one process for one file)")
     codec = _load(checkpoint, device, threads, precision, compile)
     frames = codec.chunk_frames(chunk_seconds)
     from lyra.audio import AUDIO_SUFFIXES
@@ -195,6 +199,25 @@ def encode(
                 f"{header.bitrate / 1000:.2f} kbit/s ({dtype})")
 
     _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one, force=force)
+
+
+def _encode_folder(inp: str, out: str, checkpoint: Path, stream: bool, chunk_seconds: float, device: str,
+                   threads: Optional[int], compile: bool, precision: str, dtype: str, downmix: bool,
+                   force: bool, manifest: Optional[str]) -> None:
+    """`lyra encode DIR OUT_DIR`: the job is `lyra.preencode.run`; here, how to load and encode."""
+    from lyra.audio import AUDIO_SUFFIXES
+    from lyra.preencode import Job, run
+
+    def load(dev: str) -> _Codec:      # on this process's device (cuda:LOCAL_RANK under torchrun)
+        codec = _load(checkpoint, dev, threads, precision, compile)
+        codec.chunk_frames(chunk_seconds)
+        return codec
+
+    def encode_file(codec: _Codec, src: str, dst: str):
+        frames = codec.chunk_frames(chunk_seconds)
+        return _guard_os(lambda s, d: _encode_one(codec, s, d, stream, frames, dtype, downmix), src, dst)
+
+    run(Job(inp, out, load, encode_file, AUDIO_SUFFIXES, device=device, dtype=dtype, force=force, manifest=manifest))
 
 
 def _encode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: int, dtype: str, downmix: bool):

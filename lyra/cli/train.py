@@ -6,6 +6,7 @@
     torchrun --nproc_per_node=4 -m lyra train cfg.toml    # four GPUs, DistributedDataParallel
     lyra train cfg.toml --resume                          # continue run_dir/latest.pt exactly
     lyra train cfg.toml --set optim.lr=3e-4 --set data.batch_size=8
+    lyra train cfg.toml --init-from sao_vae.pt --freeze-encoder   # fine-tune the decoder of a pretrained VAE
 """
 
 from __future__ import annotations
@@ -22,14 +23,26 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a config value, e.g. --set optim.lr=3e-4 (repeatable).")]
 
 
+InitFromOption = Annotated[Optional[Path], typer.Option(
+    "--init-from", metavar="CKPT",
+    help="Start a new run from this checkpoint's weights (a model checkpoint, e.g. an imported one, or another "
+         "run's latest.pt/best.pt, of which only the weights are taken). The config's [model] must describe "
+         "its model; a config without a [model] table takes the checkpoint's.")]
+
+
 def load_config(path: Path, overrides: list[str] | None):
     """The run config from `path` with `--set` overrides applied, validated as one."""
+    return _load_config(path, overrides)[0]
+
+
+def _load_config(path: Path, overrides: list[str] | None):
+    """`load_config`, and whether the config has a [model] table (else it holds the default)."""
     from lyra.config import read_toml
     from lyra.train.config import TrainConfig, apply_overrides
 
     data = apply_overrides(read_toml(path), overrides or [])
     try:
-        return TrainConfig.from_mapping(data, "")
+        return TrainConfig.from_mapping(data, ""), "model" in data
     except LyraError as exc:
         raise LyraError(f"{path}: {exc}") from None
 
@@ -37,17 +50,24 @@ def load_config(path: Path, overrides: list[str] | None):
 def train(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The run's TOML config (`lyra config init` writes one).")],
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in run_dir from latest.pt.")] = False,
+    init_from: InitFromOption = None,
+    freeze_encoder: Annotated[bool, typer.Option(
+        "--freeze-encoder", help="Train the decoder only: the encoder's weights, and so the latent space, stay "
+                                 "as they are (for use with --init-from).")] = False,
     overrides: SetOption = None,
 ) -> None:
     """Train the codec on a folder of audio, as the config describes.
 
     Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and exits;
-    `--resume` continues from it exactly.
+    `--resume` continues from it exactly. A run started with --init-from or --freeze-encoder
+    keeps both: `--resume` alone continues it.
     """
-    from lyra.train.engine import train as run_training
+    from lyra.train.engine import check_start, train as run_training
 
-    cfg = load_config(config, overrides)
-    result = run_training(cfg, resume=resume)
+    check_start(resume, init_from)   # before reading anything
+    cfg, model_in_config = _load_config(config, overrides)
+    result = run_training(cfg, resume=resume, init_from=init_from, freeze_encoder=freeze_encoder,
+                          model_in_config=model_in_config)
     if result.interrupted is not None:
         # 128 + the signal, as `lyra.cli.exits` documents (the engine already said what it saved)
         raise SystemExit(128 + result.interrupted if result.interrupted > 0 else 1)
@@ -76,11 +96,25 @@ def config_init(
 def config_show(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The run's TOML config.")],
     overrides: SetOption = None,
+    init_from: InitFromOption = None,
 ) -> None:
-    """Print the fully resolved config (defaults filled in, overrides applied) as TOML."""
+    """Print the fully resolved config (defaults filled in, overrides applied) as TOML.
+
+    With --init-from, as `lyra train --init-from` resolves it: a config without a [model]
+    table shows the checkpoint's model.
+    """
     from lyra.train.toml_writer import dumps
 
-    typer.echo(dumps(load_config(config, overrides).to_dict()), nl=False)
+    cfg, model_in_config = _load_config(config, overrides)
+    if init_from is not None:
+        from lyra.checkpoint import read_checkpoint
+        from lyra.config import ModelConfig, from_dict
+        from lyra.train.config import with_checkpoint_model
+
+        state = read_checkpoint(init_from)
+        model = from_dict(ModelConfig, state["model_config"], f"{init_from}:model")
+        cfg = with_checkpoint_model(cfg, model_in_config, model, str(init_from))
+    typer.echo(dumps(cfg.to_dict()), nl=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -215,6 +215,43 @@ class TrainConfig:
         return _drop_none(to_dict(self))
 
 
+# ---------------------------------------------------------------------------------------
+# Fine-tuning: the run's model and a checkpoint's (`lyra train --init-from CKPT`)
+# ---------------------------------------------------------------------------------------
+def model_difference(ours: ModelConfig, theirs: ModelConfig, our_name: str, their_name: str) -> str | None:
+    """None if the two configs describe the same model, else the first differing key (in
+    [model]'s order) with both values: ``model.base_channels is 128 in A, 16 in B``."""
+    import json
+
+    for f in dataclasses.fields(ModelConfig):
+        a, b = getattr(ours, f.name), getattr(theirs, f.name)
+        if a != b:   # shown as in TOML: [1, 2], "snake", true
+            return (f"model.{f.name} is {json.dumps(to_dict(a))} in {our_name}, "
+                    f"{json.dumps(to_dict(b))} in {their_name}")
+    return None
+
+
+def with_checkpoint_model(cfg: TrainConfig, model_in_config: bool, model: ModelConfig, source: str) -> TrainConfig:
+    """The run config for a run that starts from checkpoint `source`, whose model is `model`.
+
+    A config with a [model] table (`model_in_config`) must describe exactly that model: else a
+    one-line error names the first differing key. A config without one takes the checkpoint's.
+    """
+    if not model_in_config:
+        try:
+            return dataclasses.replace(cfg, model=model)   # validated again, with this model
+        except LyraError as exc:
+            raise LyraError(f"{source}: with this checkpoint's model, {exc}") from None
+    diff = model_difference(cfg.model, model, "the config", "the checkpoint")
+    if diff is not None:
+        raise LyraError(
+            f"{source}: the config's [model] does not describe this checkpoint's model ({diff}); leave the "
+            f"[model] table out of the config to take the checkpoint's (`lyra config show CONFIG --init-from "
+            f"{source}` then prints it), or copy the checkpoint's values into it"
+        )
+    return cfg
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -262,8 +299,12 @@ MODEL_HELP = {
     "strides": "time downsampling of each encoder block (their product is the hop)",
     "dilations": "dilations of the residual units in each block",
     "residual_kernel_size": "kernel size of the residual units' dilated convolutions",
-    "logvar_clamp": "the posterior log-variance is clamped to +-this",
-    "activation": "registered component names (see `lyra` plugins); block_options go to every component",
+    "logvar_clamp": "the posterior log-variance is clamped to +-this (posterior = \"logvar\")",
+    "posterior": "\"logvar\": the encoder gives a clamped log-variance; \"softplus\": sigma = softplus(s) + 1e-4 (stable-audio-tools)",
+    "decoder_in_kernel": "kernel size of the decoder's input convolution (Oobleck: 7)",
+    "decoder_out_bias": "the decoder's output convolution has a bias (Oobleck: false)",
+    "final_tanh": "squash the decoded audio with tanh",
+    "activation": "registered component names (see `lyra plugins`); block_options go to every component",
 }
 
 

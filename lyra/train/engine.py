@@ -14,7 +14,20 @@ validates and saves. One optimizer step:
     else unscale, clip the gradient norm, AdamW step
 
 Setup order puts everything that can fail on user input first (config, folders, trackers,
-existing run directory, audio scan, loss settings) and the model and workers after it.
+existing run directory or --init-from checkpoint, audio scan, loss settings) and the model and
+workers after it.
+
+Fine-tuning (`lyra train cfg.toml --init-from CKPT [--freeze-encoder]`): `init_from` starts a
+new run (step 0, fresh optimizer, schedule, data order and RNG, like any new run) whose weights
+are those of checkpoint CKPT: a model checkpoint (`lyra init-checkpoint`, an imported one) or
+another run's training checkpoint, of which only the weights are taken. The config's [model]
+must describe CKPT's model (else a one-line error names the first differing key); a config
+without a [model] table takes CKPT's (`model_in_config=False`). `freeze_encoder` sets
+requires_grad=False on every encoder parameter and leaves them out of the optimizer (and so of
+DDP's gradient buckets and of weight decay): the posterior, and so the latent space, stays
+fixed; the KL term is still computed and logged but has no gradient; the reconstruction loss
+trains the decoder. How the run began is saved in every checkpoint (`RunStart`), so
+`--resume` continues it exactly without either flag; `--resume` with `init_from` is an error.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from typing import Any, Iterator, TextIO
 
 import torch
 
-from lyra.checkpoint import check_optimizer_state, check_train_state, read_checkpoint
+from lyra.checkpoint import check_optimizer_state, check_train_state, check_weights, model_from_state, read_checkpoint
 from lyra.config import ModelConfig, from_dict
 from lyra.errors import LyraError
 from lyra.loss import MultiResolutionSTFTLoss, kl_divergence, kl_weight
@@ -37,7 +50,7 @@ from lyra.model import VAE, build_model
 from lyra.train import distributed
 from lyra.train.activation_checkpointing import checkpoint_residual_units
 from lyra.train.checkpointing import CheckpointStore
-from lyra.train.config import TrainConfig
+from lyra.train.config import TrainConfig, model_difference, with_checkpoint_model
 from lyra.train.data import (CropDataset, CropSpec, EpochBatchSampler, Warn, check_data_dirs,
                              print_warning, scan_audio, seed_worker, split_files, validation_set)
 from lyra.train.interrupt import stop_requests
@@ -47,7 +60,7 @@ from lyra.train.progress import Progress
 from lyra.train.reconstruction import ReconstructionPass, posterior_noise
 from lyra.train.schedule import learning_rate
 from lyra.train.spectrogram import spectrogram_image
-from lyra.train.state import capture_rng, restore_rng
+from lyra.train.state import RunStart, capture_rng, restore_rng
 
 
 @dataclass
@@ -59,12 +72,20 @@ class TrainResult:
 
 
 def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None,
-          stream: TextIO | None = None, warn: Warn = print_warning) -> TrainResult:
+          stream: TextIO | None = None, warn: Warn = print_warning, *,
+          init_from: str | Path | None = None, freeze_encoder: bool = False,
+          model_in_config: bool = True) -> TrainResult:
     """Train (or, with `resume`, continue) the run `cfg` describes, up to `optim.max_steps`.
 
     `until_step` stops earlier, saving a checkpoint as an interruption would (tests, schedules
     that train in pieces). Under torchrun, every process calls this.
+
+    `init_from` starts the run from a checkpoint's weights, `freeze_encoder` trains the decoder
+    only (see the module doc). `model_in_config=False` says the run config had no [model]
+    table (its `cfg.model` is only the default): the `init_from` checkpoint's model is taken,
+    and a resumed run that took it keeps it.
     """
+    check_start(resume, init_from)
     check_data_dirs(cfg.data.train_dir, cfg.data.val_dir, cfg.data.extensions)
     check_trackers(cfg.logging)
     ctx = distributed.setup(cfg.runtime.device)
@@ -72,10 +93,18 @@ def train(cfg: TrainConfig, resume: bool = False, until_step: int | None = None,
     if cfg.runtime.threads:
         torch.set_num_threads(cfg.runtime.threads)
     try:
-        return Trainer(cfg, ctx, resume, stream, warn).run(until_step)
+        return Trainer(cfg, ctx, resume, stream, warn, init_from=init_from, freeze_encoder=freeze_encoder,
+                       model_in_config=model_in_config).run(until_step)
     finally:
         torch.set_num_threads(threads)
         distributed.teardown(ctx)
+
+
+def check_start(resume: bool, init_from: str | Path | None) -> None:
+    """A run either starts (perhaps from a checkpoint's weights) or resumes, not both."""
+    if resume and init_from is not None:
+        raise LyraError("--init-from starts a new run and --resume continues one: pass one or the other "
+                        "(a resumed run keeps the weights it started from)")
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
@@ -87,8 +116,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, ctx: distributed.Distributed, resume: bool,
-                 stream: TextIO | None, warn: Warn) -> None:
-        self.cfg = cfg
+                 stream: TextIO | None, warn: Warn, *, init_from: str | Path | None = None,
+                 freeze_encoder: bool = False, model_in_config: bool = True) -> None:
+        check_start(resume, init_from)
         self.ctx = ctx
         self.device = ctx.device
         self.stream = stream
@@ -96,6 +126,13 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         self.store = CheckpointStore(self.run_dir, cfg.checkpoint.keep_last)
         saved = self._previous_run(resume)
+        # How the run begins (or, resumed, began); either may take its model from a checkpoint.
+        if saved is not None:
+            init = None
+            self.start, cfg = self._resumed_start(saved, cfg, freeze_encoder, model_in_config)
+        else:
+            init, self.start, cfg = self._initial_weights(cfg, init_from, freeze_encoder, model_in_config)
+        self.cfg = cfg
 
         # Data: scan, split, crops, order, validation.
         self.spec = CropSpec(cfg.data.segment_length, cfg.model.sample_rate, cfg.model.channels,
@@ -115,10 +152,16 @@ class Trainer:
         self.loss = MultiResolutionSTFTLoss(lc.fft_sizes, lc.hop_sizes, lc.win_lengths, lc.w_sc, lc.w_log_mag,
                                             lc.n_mels, cfg.model.sample_rate, lc.stereo).to(self.device)
         torch.manual_seed(cfg.seed)
-        self.model: VAE = build_model(cfg.model)
-        if saved is not None:
-            self.model.load_state_dict(saved["model"])
+        if init is not None:   # built as build_model would (the same random draws), then loaded
+            self.model: VAE = model_from_state(init, str(init_from))
+            del init
+        else:
+            self.model = build_model(cfg.model)
+            if saved is not None:
+                self.model.load_state_dict(saved["model"])
         self.model.to(self.device)
+        if self.start.freeze_encoder:   # before DDP and the optimizer, which take trainable parameters only
+            self.model.encoder.requires_grad_(False)
         if cfg.runtime.activation_checkpointing:
             checkpoint_residual_units(self.model)
         if cfg.runtime.compile:
@@ -165,10 +208,42 @@ class Trainer:
             raise LyraError(f"{latest}: no checkpoint to resume from (run without --resume to start)")
         state = read_checkpoint(latest)
         check_train_state(state, latest)   # weights fit the config; every key _restore reads
-        saved_model = from_dict(ModelConfig, state["model_config"], f"{latest}:model")
-        if saved_model != self.cfg.model:
-            raise LyraError(f"{latest}: the config's [model] differs from the checkpoint's; a resumed run keeps its model")
         return state
+
+    def _resumed_start(self, saved: dict[str, Any], cfg: TrainConfig, freeze_encoder: bool,
+                       model_in_config: bool) -> tuple[RunStart, TrainConfig]:
+        """How the resumed run began, and its config with the model it trains."""
+        latest = self.store.latest
+        start = RunStart.from_state(saved["train"], latest)
+        if freeze_encoder and not start.freeze_encoder:
+            raise LyraError(
+                f"{latest}: this run trains its encoder, and a resumed run keeps that; to train the decoder "
+                f"alone, start a new run from this one: --init-from {latest} --freeze-encoder"
+            )
+        saved_model = from_dict(ModelConfig, saved["model_config"], f"{latest}:model")
+        if not model_in_config and start.model_from_checkpoint:
+            return start, with_checkpoint_model(cfg, False, saved_model, str(latest))
+        diff = model_difference(cfg.model, saved_model, "the config", "the checkpoint")
+        if diff is not None:
+            raise LyraError(f"{latest}: the config's [model] differs from the checkpoint's ({diff}); "
+                            f"a resumed run keeps its model")
+        return start, cfg
+
+    def _initial_weights(self, cfg: TrainConfig, init_from: str | Path | None, freeze_encoder: bool,
+                         model_in_config: bool) -> tuple[dict[str, Any] | None, RunStart, TrainConfig]:
+        """For a new run: the --init-from checkpoint (checked), how the run begins, its config."""
+        if init_from is None:
+            if freeze_encoder and self.ctx.is_main:
+                self.warn("--freeze-encoder without --init-from: the encoder keeps its random initial weights")
+            return None, RunStart(freeze_encoder=freeze_encoder), cfg
+        source = str(init_from)
+        state = read_checkpoint(init_from)
+        state.pop("train", None)   # another run's optimizer, schedule, data order and RNG: not taken
+        model = from_dict(ModelConfig, state["model_config"], f"{source}:model")
+        cfg = with_checkpoint_model(cfg, model_in_config, model, source)
+        check_weights(model, state["model"], source)   # before the data scan; nothing is allocated
+        start = RunStart(str(Path(init_from).absolute()), freeze_encoder, not model_in_config)
+        return state, start, cfg
 
     def _files(self):
         d = self.cfg.data
@@ -209,6 +284,7 @@ class Trainer:
             "nonfinite_run": self.nonfinite_run, "audio_seconds": self.audio_seconds,
             "world_size": self.ctx.world_size, "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(), "rng": capture_rng(), "config": self.cfg.to_dict(),
+            "start": self.start.to_state(),
         }
 
     # -- the loop ------------------------------------------------------------------------
@@ -415,8 +491,14 @@ class Trainer:
     def _banner(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
         what = "resuming at step " + str(self.step) if self.step else "training"
+        if self.start.init_from is not None and not self.step:
+            what += f" from {self.start.init_from}"
+        model = f"{n:,}-parameter model"
+        if self.start.freeze_encoder:
+            trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+            model += f" (encoder frozen: {trainable:,} parameters train)"
         procs = f", {self.ctx.world_size} processes" if self.ctx.world_size > 1 else ""
-        return (f"lyra: {what}: {n:,}-parameter model on {self.device}{procs} ({str(self.dtype).removeprefix('torch.')}); "
+        return (f"lyra: {what}: {model} on {self.device}{procs} ({str(self.dtype).removeprefix('torch.')}); "
                 f"{self.n_train_files} training files ({self.hours:.2f} h), {self.n_val_files} validation files; "
                 f"{self.sampler.batches_per_epoch} batches per epoch; run dir {self.run_dir}")
 

@@ -1,0 +1,52 @@
+"""Import commands: `lyra import stable-audio-tools SRC OUT.pt`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lyra.cli.app import LyraTyper
+
+
+def stable_audio_tools(
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="stable-audio-tools weights: Stable Audio Open's model.safetensors / model.ckpt, an autoencoder training .ckpt, or an unwrapped autoencoder.")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="The Lyra checkpoint to write (.pt).")],
+    config: Annotated[Optional[Path], typer.Option("--config", help="The model_config.json that goes with SRC (checked against the weights; says whether the decoder ends in tanh).")] = None,
+    prefix: Annotated[Optional[str], typer.Option("--prefix", help="Where the VAE's keys start in SRC (default: the first of 'pretransform.model.', 'autoencoder.', '' that holds one).")] = None,
+    final_tanh: Annotated[Optional[bool], typer.Option("--final-tanh/--no-final-tanh", help="Whether the decoder ends in tanh (default: from --config; Stable Audio Open 1.0 has none).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Convert stable-audio-tools' Oobleck VAE (Stable Audio Open's autoencoder) into a Lyra
+    checkpoint that `lyra encode/decode/eval -c` and `lyra train --init-from` take.
+
+    Weight norm is folded into plain weights; every key must map, or nothing is written.
+    Nothing is downloaded: SRC is a file you have.
+
+    \b
+    Example:  lyra import stable-audio-tools stable-audio-open-1.0/model.safetensors sao-vae.pt
+    """
+    from lyra.atomic import refuse_to_replace
+    from lyra.checkpoint import model_fingerprint, save_checkpoint
+    from lyra.importers.stable_audio_tools import import_vae
+    from lyra.model import build_model
+
+    if not force:
+        refuse_to_replace(out)
+    found = import_vae(src, config, prefix=prefix, final_tanh=final_tanh)
+    model = build_model(found.config)
+    model.load_state_dict(found.weights)
+    save_checkpoint(out, model)
+    n = sum(p.numel() for p in model.parameters())
+    cfg = found.config
+    typer.echo(f"wrote {out}: Oobleck VAE from {src} (keys under '{found.prefix}'), {n:,} parameters, "
+               f"{found.folded} weight-normed convolutions folded; {cfg.channels} channels at "
+               f"{cfg.sample_rate} Hz, hop {cfg.hop_length}, {cfg.latent_dim}-channel latent, "
+               f"final tanh {'on' if cfg.final_tanh else 'off'}; model {model_fingerprint(model)}")
+
+
+def register(app: typer.Typer) -> None:
+    group = LyraTyper(help="Import trained models from other toolkits.", no_args_is_help=True)
+    group.command("stable-audio-tools")(stable_audio_tools)
+    app.add_typer(group, name="import")

@@ -1,0 +1,1 @@
+"""Importers of other toolkits' trained models into Lyra checkpoints (`lyra import ...`)."""
