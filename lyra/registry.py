@@ -39,8 +39,20 @@ those layers and refuses a model holding anything it cannot vouch for. It defaul
 so a plugin block that normalises over time or calls ``F.conv1d`` is refused, not streamed
 wrongly.
 
-The built-in components live in `lyra.blocks` and register themselves exactly the way a
-plugin does; they are imported lazily, on the first lookup, like plugins.
+Kinds: ``activation``, ``residual_unit``, ``encoder_block`` and ``decoder_block`` build the
+VAE (constructor signatures in `lyra.blocks`); ``discriminator`` builds the critics of
+adversarial training, outside the VAE (contract in `lyra.discriminators`):
+
+    factory(channels: int, sample_rate: int, **options) -> nn.Module
+    forward(x: Tensor[B, C, T]) -> list[tuple[Tensor, list[Tensor]]]
+
+one ``(logits, feature_maps)`` pair per sub-discriminator: logits of any shape ``[B, ...]``,
+feature maps the intermediate activations used for feature matching (`lyra.adversarial`).
+A discriminator is never streamed, so ``streamable`` does not apply to it.
+
+The built-in components live in `lyra.blocks` and `lyra.discriminators` and register
+themselves exactly the way a plugin does; they are imported lazily, on the first lookup,
+like plugins.
 """
 
 from __future__ import annotations
@@ -60,8 +72,8 @@ from lyra.errors import LyraError
 ENTRY_POINT_GROUP = "lyra.plugins"
 AUTOLOAD_ENV = "LYRA_DISABLE_PLUGIN_AUTOLOAD"
 
-KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block")
-BUILTIN_MODULES = ("lyra.blocks",)
+KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block", "discriminator")
+BUILTIN_MODULES = ("lyra.blocks", "lyra.discriminators")
 BUILTIN_PROVIDER = "lyra"
 _TAG = "_lyra_components"  # attribute `create` sets on the modules it builds
 

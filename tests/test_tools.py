@@ -53,3 +53,13 @@ def test_compile_ab_times_three_variants():
         assert {r[1] for r in rows(out, call)} == {"eager", "staged", "whole"}
         share = re.search(rf"staged {call}, CPU time by torch.profiler: convolutions (\d+)%", out)
         assert share and 0 < int(share.group(1)) <= 100
+
+
+def test_sat_bench_times_stable_audio_tools_against_lyra(tmp_path):
+    out = tool("sat_bench.py", "--tiny", "--seconds", "0.05", "--rounds", "1", "--threads", "1",
+               "--json", str(tmp_path / "sat.json"))
+    for call in ("encode", "decode"):
+        table = {r[1]: r for r in rows(out, call)}
+        assert set(table) == {"stable-audio-tools", "lyra", "lyra --compile"}
+        assert table["stable-audio-tools"][4] == "1.00x"
+        assert all(float(r[5]) < 1e-4 for r in table.values())     # the same outputs, float rounding apart
