@@ -164,7 +164,9 @@ class Balancer:
     GradScaler's scale goes (``scale=scaler.get_scale()``, then ``scaler.unscale_`` /
     ``scaler.step`` as usual) and a ``1 / grad_accum`` factor. Gradients through the
     discriminators' parameters are not accumulated (``autograd.grad`` is taken with respect to
-    ``y`` only). `gradient` returns ``G`` without the backward.
+    ``y`` only). `gradient` returns ``G`` without the backward. Under fp16 autocast pass a
+    float32 ``y`` (``y = decoder(z).float()``) so the per-loss gradients cannot underflow;
+    ``scale`` then carries the GradScaler's factor into the half-precision part.
 
     Under ``torch.distributed`` (initialised, world size > 1, ``sync=True``) the norms ``n_i``
     are averaged over processes before the EMA, so every rank holds the same EMA and applies the

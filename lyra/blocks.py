@@ -1,13 +1,21 @@
 """The built-in blocks, registered exactly the way a plugin registers its own.
 
 Every block is a small `nn.Module` taking its widths as keyword arguments, so a config can
-swap any of them for a registered alternative of the same kind:
+swap any of them for a registered alternative of the same kind (`lyra.registry.ARGUMENTS`):
 
 - activation    ``(channels)``                                    -> [B, C, T] -> [B, C, T]
 - residual_unit ``(channels, dilation, kernel_size, activation)``  -> [B, C, T] -> [B, C, T]
 - encoder_block ``(in_channels, out_channels, stride, dilations, kernel_size, activation, residual_unit)``
                                                                   -> [B, Cin, T] -> [B, Cout, T/s]
 - decoder_block (same arguments)                                  -> [B, Cin, T] -> [B, Cout, T*s]
+
+``activation`` and ``residual_unit`` are registry names, built with `registry.create`. A
+component's own options are further keyword parameters with defaults, set in the config's
+``[model.options.<name>]``; the registry hands them to the component wherever it is built, so
+no block passes options down. The built-ins take no options: their ``**block_options`` only
+carries the deprecated flat ``[model] block_options`` table, which they pass to every
+component they build, as before. `lyra.model` checks the shapes above once per build for
+every block holding a component that is not built in.
 
 Two decoder blocks are built in: ``decoder_block`` (the design document's: residual units at
 the input width, then upsampling) and ``oobleck_decoder_block`` (stable-audio-tools' Oobleck
@@ -64,12 +72,12 @@ class ResidualUnit(nn.Module):
     """x + Conv1x1(Snake(Conv_k,d(Snake(x)))): a dilated conv that keeps the length."""
 
     def __init__(self, channels: int, dilation: int = 1, kernel_size: int = 7,
-                 activation: str = "snake", **options: Any) -> None:
+                 activation: str = "snake", **block_options: Any) -> None:
         super().__init__()
         pad = dilation * (kernel_size - 1) // 2  # "same" length for an odd kernel
-        self.act1 = registry.create("activation", activation, channels=channels, **options)
+        self.act1 = registry.create("activation", activation, channels=channels, **block_options)
         self.conv1 = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding=pad)
-        self.act2 = registry.create("activation", activation, channels=channels, **options)
+        self.act2 = registry.create("activation", activation, channels=channels, **block_options)
         self.conv2 = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,10 +87,10 @@ class ResidualUnit(nn.Module):
 
 
 def _residual_stack(channels: int, dilations: tuple[int, ...], kernel_size: int,
-                    activation: str, residual_unit: str, options: dict[str, Any]) -> nn.Sequential:
+                    activation: str, residual_unit: str, block_options: dict[str, Any]) -> nn.Sequential:
     return nn.Sequential(*(
         registry.create("residual_unit", residual_unit, channels=channels, dilation=d,
-                        kernel_size=kernel_size, activation=activation, **options)
+                        kernel_size=kernel_size, activation=activation, **block_options)
         for d in dilations
     ))
 
@@ -94,10 +102,10 @@ class EncoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
                  activation: str = "snake", residual_unit: str = "residual_unit",
-                 **options: Any) -> None:
+                 **block_options: Any) -> None:
         super().__init__()
-        self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, options)
-        self.act = registry.create("activation", activation, channels=in_channels, **options)
+        self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, block_options)
+        self.act = registry.create("activation", activation, channels=in_channels, **block_options)
         # k = 2s, p = ceil(s/2): for T a multiple of s the output is exactly T/s long.
         self.down = nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride,
                               padding=math.ceil(stride / 2))
@@ -120,10 +128,10 @@ class DecoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
                  activation: str = "snake", residual_unit: str = "residual_unit",
-                 **options: Any) -> None:
+                 **block_options: Any) -> None:
         super().__init__()
-        self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, options)
-        self.act = registry.create("activation", activation, channels=in_channels, **options)
+        self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, block_options)
+        self.act = registry.create("activation", activation, channels=in_channels, **block_options)
         self.up = _upsample(in_channels, out_channels, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -139,11 +147,11 @@ class OobleckDecoderBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
                  activation: str = "snake", residual_unit: str = "residual_unit",
-                 **options: Any) -> None:
+                 **block_options: Any) -> None:
         super().__init__()
-        self.act = registry.create("activation", activation, channels=in_channels, **options)
+        self.act = registry.create("activation", activation, channels=in_channels, **block_options)
         self.up = _upsample(in_channels, out_channels, stride)
-        self.res = _residual_stack(out_channels, dilations, kernel_size, activation, residual_unit, options)
+        self.res = _residual_stack(out_channels, dilations, kernel_size, activation, residual_unit, block_options)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.up(self.act(x))          # [B, Cin, T] -> [B, Cout, T*s]

@@ -8,8 +8,14 @@ A checkpoint is a `torch.save`d dict of plain data and tensors only, so it loads
       "model_config": {...},            # ModelConfig.to_dict()
       "model": state_dict,              # the VAE's weights (fp32)
       "providers": {"activation/snake": "lyra", ...},   # which package provided each component
+      "ema": state_dict | absent,       # an exponential moving average of the weights ([ema] in training)
       "train": {...} | absent,          # training state, owned by the training engine
     }
+
+A checkpoint with "ema" weights stands for its EMA weights: `load_model` (and so `lyra
+encode/decode`) and `model_from_state` (and so `lyra train --init-from`) use them, unless
+asked for the raw weights with ``ema=False``. "model" always holds the weights training
+continues from.
 
 `save_checkpoint` writes atomically; `load_model` rebuilds the model through the registry,
 so a checkpoint naming a plugin's block needs that plugin installed (the error says which
@@ -58,7 +64,8 @@ def component_providers(config: ModelConfig) -> dict[str, str]:
     return out
 
 
-def checkpoint_dict(model: VAE, train_state: dict[str, Any] | None = None) -> dict[str, Any]:
+def checkpoint_dict(model: VAE, train_state: dict[str, Any] | None = None,
+                    ema: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     state = {
         "format": FORMAT,
         "version": VERSION,
@@ -66,14 +73,17 @@ def checkpoint_dict(model: VAE, train_state: dict[str, Any] | None = None) -> di
         "model": {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()},
         "providers": component_providers(model.config),
     }
+    if ema is not None:
+        state["ema"] = {k: v.detach().cpu() for k, v in ema.items()}
     if train_state is not None:
         state["train"] = train_state
     return state
 
 
-def save_checkpoint(path: str | Path, model: VAE, train_state: dict[str, Any] | None = None) -> None:
+def save_checkpoint(path: str | Path, model: VAE, train_state: dict[str, Any] | None = None,
+                    ema: dict[str, torch.Tensor] | None = None) -> None:
     """Write the checkpoint atomically (temporary file, fsync, rename)."""
-    state = checkpoint_dict(model, train_state)
+    state = checkpoint_dict(model, train_state, ema)
     with atomic_path(path, suffix=".tmp") as tmp:
         torch.save(state, tmp)
 
@@ -111,6 +121,17 @@ def _check_structure(state: dict[str, Any], source: str) -> None:
             raise LyraError(f"{source}: 'model' must map weight names to tensors; {name!r} is {_kind(tensor)}")
         if tensor.layout != torch.strided or not tensor.is_floating_point():
             raise LyraError(f"{source}: weight {name} is a {tensor.dtype} {tensor.layout} tensor, not dense floating point")
+    if "ema" in state:
+        ema = state["ema"]
+        if not isinstance(ema, dict):
+            raise LyraError(f"{source}: 'ema' must be a table of named tensors, got {_kind(ema)}")
+        for name, tensor in ema.items():
+            if name not in weights or not isinstance(tensor, torch.Tensor):
+                raise LyraError(f"{source}: 'ema' must hold the model's weights; {name!r} is "
+                                f"{'not a model weight' if name not in weights else _kind(tensor)}")
+            if tensor.shape != weights[name].shape or not tensor.is_floating_point() or tensor.layout != torch.strided:
+                raise LyraError(f"{source}: EMA weight {name} is a {tensor.dtype} tensor of shape {list(tensor.shape)}, "
+                                f"the weight it averages {list(weights[name].shape)}")
     providers = state.get("providers", {})
     if not isinstance(providers, dict) or not all(isinstance(v, str) for v in providers.values()):
         raise LyraError(f"{source}: 'providers' must be a table of package names")
@@ -125,8 +146,9 @@ def _kind(value: Any) -> str:
             int: "an integer", float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
-def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> VAE:
-    """Rebuild the model a checkpoint dict describes and load its weights (checked first)."""
+def model_from_state(state: dict[str, Any], source: str = "checkpoint", ema: bool = True) -> VAE:
+    """Rebuild the model a checkpoint dict describes and load its weights (checked first):
+    its EMA weights if it has them (and `ema`), else its weights."""
     _check_structure(state, source)
     config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
     providers = state.get("providers", {})
@@ -142,14 +164,23 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint") -> VAE:
                     f"{source}: the model uses {kind} '{name}' from package '{package}', which is "
                     f"installed but its {broken[0].label} failed to load: {broken[0].error}"
                 ) from None
+            if registry.autoload_disabled():
+                raise LyraError(
+                    f"{source}: the model uses {kind} '{name}' from package '{package}', which is not "
+                    f"registered: plugin autoloading is off ({registry.AUTOLOAD_ENV}=1); unset it to load "
+                    f"installed plugins (and pip install {package} if it is not installed)"
+                ) from None
             raise LyraError(
                 f"{source}: the model uses {kind} '{name}' from package '{package}', which is not "
                 f"installed or not registered; install it (pip install {package}) and retry"
             ) from None
     check_weights(config, state["model"], source)
     model = build_model(config)
+    weights = state["model"]
+    if ema and "ema" in state:   # the averaged weights; anything not averaged (none, today) as trained
+        weights = {**weights, **state["ema"]}
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(weights)
     except RuntimeError as exc:
         raise LyraError(f"{source}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
     return model
@@ -222,6 +253,16 @@ def check_train_state(state: dict[str, Any], source: str | Path) -> None:
     if not isinstance(train.get("scaler", {}), dict):
         raise LyraError(f"{source}: training state 'scaler' must be a table, got {_kind(train['scaler'])}")
     _check_rng(train["rng"], source)
+    # Added with adversarial training and EMA; absent from older checkpoints.
+    if not isinstance(train.get("best_metric", ""), str):
+        raise LyraError(f"{source}: training state 'best_metric' must be a metric name, got {_kind(train['best_metric'])}")
+    threads = train.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise LyraError(f"{source}: training state 'threads' must be a positive integer, got {threads!r}")
+    adversarial = train.get("adversarial")
+    if adversarial is not None and (not isinstance(adversarial, dict)
+                                    or not isinstance(adversarial.get("discriminators"), dict)):
+        raise LyraError(f"{source}: training state 'adversarial' must be a table with the discriminators' weights")
 
 
 def _check_rng(rng: Any, source: str) -> None:
@@ -271,9 +312,10 @@ def check_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimize
                                     f"{list(value.shape)}, the parameter is {list(param.shape)}")
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> VAE:
-    """The model stored in a checkpoint (from `lyra init-checkpoint` or training), in eval mode."""
-    model = model_from_state(read_checkpoint(path), str(path))
+def load_model(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> VAE:
+    """The model stored in a checkpoint (from `lyra init-checkpoint` or training), in eval mode:
+    with its EMA weights when it has them, unless `ema` is False."""
+    model = model_from_state(read_checkpoint(path), str(path), ema=ema)
     return model.to(device).eval()
 
 
@@ -290,7 +332,7 @@ def model_fingerprint(model: VAE) -> str:
 # Model options added after the first release, hashed only when set to something else than
 # their default, so models written before they existed keep their fingerprints (and the
 # .lyra files those models wrote still decode).
-LATER_OPTIONS = ("posterior", "decoder_in_kernel", "decoder_out_bias", "final_tanh")
+LATER_OPTIONS = ("posterior", "decoder_in_kernel", "decoder_out_bias", "final_tanh", "options")
 
 
 def fingerprint_config(config: ModelConfig) -> dict[str, Any]:

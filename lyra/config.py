@@ -110,7 +110,8 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise LyraError(f"{path}: expected a table, got {_type_name(value)}")
-        return dict(value)
+        item = args[1] if len(args) == 2 else Any
+        return {k: _coerce(item, v, f"{path}.{k}") for k, v in value.items()}
     if tp is Any:
         return value
     if tp is float:
@@ -169,7 +170,12 @@ class ModelConfig:
     residual_unit: str = "residual_unit"
     encoder_block: str = "encoder_block"
     decoder_block: str = "decoder_block"
-    # Extra keyword arguments passed to every component's factory (for plugin blocks).
+    # Options per component, keyed by component name: ``{"aa_snake": {"aa_taps": 25}}`` is
+    # the TOML table ``[model.options.aa_snake]``. Each table goes to that component only,
+    # wherever the model builds it, and is checked against its factory when the model is built.
+    # (New: `lyra.checkpoint.LATER_OPTIONS` keeps it out of older models' fingerprints.)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Deprecated: one table of keyword arguments passed to every component (use `options`).
     block_options: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -233,3 +239,12 @@ class ModelConfig:
         for key in ("activation", "residual_unit", "encoder_block", "decoder_block"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise LyraError(f"{p}{key}: must be a component name")
+        if not isinstance(self.options, dict):
+            raise LyraError(f"{p}options: expected a table of tables (one per component name)")
+        for name, table in self.options.items():
+            if not isinstance(name, str) or not name:
+                raise LyraError(f"{p}options: {name!r} is not a component name")
+            if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
+                raise LyraError(f"{p}options.{name}: expected a table of option names and values")
+        if not isinstance(self.block_options, dict):
+            raise LyraError(f"{p}block_options: expected a table")

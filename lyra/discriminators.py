@@ -7,8 +7,9 @@ The contract every discriminator (built-in or plugin) follows:
 
 ``channels`` is the number of audio channels of the waveforms it judges (2 for stereo) and
 ``sample_rate`` their rate in Hz (the built-ins do not use it; a mel or band discriminator
-would). ``options`` come from the config; an unknown option is a `LyraError` naming the
-discriminator and the key. ``forward`` returns one ``(logits, feature_maps)`` pair per
+would). ``options`` are the factory's other keyword parameters, set from the config; built
+through `registry.create`, an option it does not take, or a value it rejects (`OptionError`),
+is a one-line error naming the discriminator and the key. ``forward`` returns one ``(logits, feature_maps)`` pair per
 sub-discriminator (per scale, per period): ``logits`` a tensor of any shape ``[B, ...]``
 (real/fake scores, by position), ``feature_maps`` the intermediate activations, in layer
 order, that feature matching compares between real and generated audio. The pair count and
@@ -49,23 +50,34 @@ from torch.nn.utils.parametrizations import weight_norm
 from lyra import registry
 from lyra.errors import LyraError
 
+try:
+    from lyra.registry import OptionError
+except ImportError:  # pragma: no cover - a registry without per-component option errors
+    class OptionError(LyraError):  # type: ignore[no-redef]
+        def __init__(self, key: str, reason: str) -> None:
+            super().__init__(f"{key}: {reason}")
+            self.key, self.reason = key, reason
+
 DiscriminatorOutput = list[tuple[torch.Tensor, list[torch.Tensor]]]
 
 
-def _reject_unknown(name: str, unknown: dict[str, Any], accepted: Sequence[str]) -> None:
-    if unknown:
-        key = sorted(unknown)[0]
-        raise LyraError(f"discriminator '{name}': unknown option '{key}' (options: {', '.join(accepted)})")
-
-
-def _ints(name: str, key: str, value: Any) -> tuple[int, ...]:
+def _ints(key: str, value: Any) -> tuple[int, ...]:
+    """A non-empty list of positive integers, or an `OptionError` naming the option."""
     try:
         out = tuple(int(v) for v in value)
+        ok = bool(out) and all(v > 0 for v in out) and all(o == v for o, v in zip(out, value))
     except (TypeError, ValueError):
-        raise LyraError(f"discriminator '{name}': option '{key}' must be a list of integers, got {value!r}") from None
-    if not out or any(v <= 0 for v in out) or any(o != v for o, v in zip(out, value)):
-        raise LyraError(f"discriminator '{name}': option '{key}' must be a non-empty list of positive integers, got {value!r}")
+        ok = False
+    if not ok:
+        raise OptionError(key, f"must be a non-empty list of positive integers, got {value!r}")
     return out
+
+
+def _number(key: str, value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise OptionError(key, f"must be a number, got {value!r}") from None
 
 
 def _conv2d(*args: Any, **kwargs: Any) -> nn.Conv2d:
@@ -115,26 +127,24 @@ class STFTDiscriminator(nn.Module):
 class MultiScaleSTFTDiscriminator(nn.Module):
     """EnCodec's multi-scale complex STFT discriminator: one `STFTDiscriminator` per FFT size."""
 
-    OPTIONS = ("filters", "n_ffts", "hop_lengths", "win_lengths", "dilations", "negative_slope")
-
-    def __init__(self, channels: int, sample_rate: int = 44100, filters: int = 32,
+    def __init__(self, channels: int, sample_rate: int, filters: int = 32,
                  n_ffts: Sequence[int] = (2048, 1024, 512, 256, 128),
                  hop_lengths: Sequence[int] | None = None, win_lengths: Sequence[int] | None = None,
-                 dilations: Sequence[int] = (1, 2, 4), negative_slope: float = 0.2, **unknown: Any) -> None:
+                 dilations: Sequence[int] = (1, 2, 4), negative_slope: float = 0.2) -> None:
         super().__init__()
-        _reject_unknown("ms_stft", unknown, self.OPTIONS)
-        n_ffts = _ints("ms_stft", "n_ffts", n_ffts)
-        hops = _ints("ms_stft", "hop_lengths", hop_lengths) if hop_lengths is not None else tuple(max(n // 4, 1) for n in n_ffts)
-        wins = _ints("ms_stft", "win_lengths", win_lengths) if win_lengths is not None else n_ffts
-        if not len(n_ffts) == len(hops) == len(wins):
-            raise LyraError(f"discriminator 'ms_stft': n_ffts, hop_lengths and win_lengths need the same length, "
-                            f"got {len(n_ffts)}, {len(hops)}, {len(wins)}")
+        n_ffts = _ints("n_ffts", n_ffts)
+        hops = _ints("hop_lengths", hop_lengths) if hop_lengths is not None else tuple(max(n // 4, 1) for n in n_ffts)
+        wins = _ints("win_lengths", win_lengths) if win_lengths is not None else n_ffts
+        for key, values in (("hop_lengths", hops), ("win_lengths", wins)):
+            if len(values) != len(n_ffts):
+                raise OptionError(key, f"needs one value per n_fft ({len(n_ffts)}), got {len(values)}")
         if any(w > n for n, w in zip(n_ffts, wins)):
-            raise LyraError(f"discriminator 'ms_stft': each win_length must be at most its n_fft, got {wins} for {n_ffts}")
-        dilations = _ints("ms_stft", "dilations", dilations)
+            raise OptionError("win_lengths", f"each must be at most its n_fft, got {list(wins)} for {list(n_ffts)}")
+        (filters,) = _ints("filters", [filters])
+        dilations = _ints("dilations", dilations)
         self.sample_rate = sample_rate
         self.discriminators = nn.ModuleList([
-            STFTDiscriminator(channels, n, h, w, int(filters), dilations, float(negative_slope))
+            STFTDiscriminator(channels, n, h, w, filters, dilations, _number("negative_slope", negative_slope))
             for n, h, w in zip(n_ffts, hops, wins)
         ])
 
@@ -182,18 +192,14 @@ class PeriodDiscriminator(nn.Module):
 class MultiPeriodDiscriminator(nn.Module):
     """HiFi-GAN's multi-period discriminator: one `PeriodDiscriminator` per period."""
 
-    OPTIONS = ("periods", "widths", "negative_slope")
-
-    def __init__(self, channels: int, sample_rate: int = 44100, periods: Sequence[int] = (2, 3, 5, 7, 11),
-                 widths: Sequence[int] = (32, 128, 512, 1024, 1024), negative_slope: float = 0.1,
-                 **unknown: Any) -> None:
+    def __init__(self, channels: int, sample_rate: int, periods: Sequence[int] = (2, 3, 5, 7, 11),
+                 widths: Sequence[int] = (32, 128, 512, 1024, 1024), negative_slope: float = 0.1) -> None:
         super().__init__()
-        _reject_unknown("mpd", unknown, self.OPTIONS)
-        periods = _ints("mpd", "periods", periods)
-        widths = _ints("mpd", "widths", widths)
+        periods = _ints("periods", periods)
+        widths = _ints("widths", widths)
         self.sample_rate = sample_rate
         self.discriminators = nn.ModuleList([
-            PeriodDiscriminator(channels, p, widths, float(negative_slope)) for p in periods
+            PeriodDiscriminator(channels, p, widths, _number("negative_slope", negative_slope)) for p in periods
         ])
 
     def forward(self, x: torch.Tensor) -> DiscriminatorOutput:

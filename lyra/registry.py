@@ -27,6 +27,18 @@ is shown where it matters: in the unknown-name error, in `lyra plugins`, and as 
 when a name it contested is used. A plugin cannot replace a registered name, even with
 ``override=True``: plugins load lazily, so the result would depend on what triggered loading.
 
+Options. A factory is called with the arguments Lyra passes to its kind (`ARGUMENTS`, e.g.
+``channels`` for an activation) as keywords; every other keyword parameter it names is an
+*option*, set per component in a config (``[model.options.<name>]``, keyed by component name).
+While a model is built (`component_options`), `create` adds the options configured for a name
+to every call that builds that name, wherever in the model it is built, so a block never
+passes its children's options down. Each call is checked against the factory's signature
+first: an argument or option it does not take is a one-line `ComponentError` naming the
+component and the key, never a bare ``TypeError``. A factory that rejects an option's value
+raises ``OptionError(key, why)``; `create` reports it naming the component and the key. A
+``**kwargs`` parameter takes no options; it only receives the deprecated flat
+``[model] block_options``, which the built-in blocks pass down to every component.
+
 ``compile_safe`` declares whether `torch.compile` may trace a component. `create` records on
 each module it builds which component built it, and `compile_unsafe(module)` lists the
 components inside a module that declared ``compile_safe=False``; `VAE.compile` leaves the
@@ -57,13 +69,16 @@ like plugins.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
+import functools
 import importlib
 import inspect
 import os
 import warnings
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Mapping
 
 from torch import nn
 
@@ -76,6 +91,19 @@ KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block", "discr
 BUILTIN_MODULES = ("lyra.blocks", "lyra.discriminators")
 BUILTIN_PROVIDER = "lyra"
 _TAG = "_lyra_components"  # attribute `create` sets on the modules it builds
+
+# The keyword arguments Lyra passes to each kind's factory (the constructor signatures are in
+# `lyra.blocks` and `lyra.discriminators`). Any other keyword parameter a factory names is an
+# option of that component.
+ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "activation": ("channels",),
+    "residual_unit": ("channels", "dilation", "kernel_size", "activation"),
+    "encoder_block": ("in_channels", "out_channels", "stride", "dilations", "kernel_size", "activation",
+                      "residual_unit"),
+    "decoder_block": ("in_channels", "out_channels", "stride", "dilations", "kernel_size", "activation",
+                      "residual_unit"),
+    "discriminator": ("channels", "sample_rate"),
+}
 
 
 @dataclass(frozen=True)
@@ -100,6 +128,31 @@ class Component:
         if self.plugin is not None:
             return f"plugin '{self.plugin}' ({self.provider})"
         return "lyra (built-in)" if self.provider == BUILTIN_PROVIDER else f"package '{self.provider}'"
+
+    @property
+    def label(self) -> str:
+        """The component, for messages: ``activation 'aa_snake' (plugin 'example' (lyra-plugin-example))``."""
+        return f"{self.kind} '{self.name}' ({self.origin})"
+
+    def options(self) -> tuple[str, ...] | None:
+        """The options its factory takes: the keyword parameters it names other than the
+        arguments Lyra passes to its kind. None when its signature cannot be read."""
+        sig = _signature(self.factory)
+        if sig is None:
+            return None
+        passed = ARGUMENTS.get(self.kind, ())
+        return tuple(p.name for p in sig.parameters.values()
+                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in passed)
+
+    def option_problem(self, key: str) -> str | None:
+        """Why option `key` cannot be given to this component (one line), or None if it can."""
+        if key in ARGUMENTS.get(self.kind, ()):
+            return f"{self.label}: '{key}' is set by the model for every {self.kind}, it is not an option"
+        accepted = self.options()
+        if accepted is None or key in accepted:
+            return None
+        takes = f"its options: {', '.join(accepted)}" if accepted else "it takes no options"
+        return f"{self.label} does not accept option '{key}' ({takes})"
 
 
 @dataclass(frozen=True)
@@ -126,6 +179,30 @@ class NameTakenError(LyraError):
     def __init__(self, message: str, key: str) -> None:
         super().__init__(message)
         self.key = key
+
+
+class ComponentError(LyraError):
+    """A component that could not be built as asked; the message names it (one line).
+
+    `component` is the innermost component at fault, `key` the argument or option at fault
+    (None when it is not one key), so a caller can name the config key the user must change.
+    """
+
+    def __init__(self, message: str, component: Component, key: str | None = None) -> None:
+        super().__init__(message)
+        self.component = component
+        self.key = key
+
+
+class OptionError(LyraError):
+    """Raised by a factory that rejects the value of one of its options:
+    ``raise OptionError("taps", f"must be an odd integer >= 3, got {taps!r}")``. `create`
+    turns it into a `ComponentError` naming the component and the key."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
 
 
 @dataclass
@@ -202,14 +279,44 @@ class Registry:
         return self.component(kind, name).factory
 
     def create(self, kind: str, name: str, *args: Any, **kwargs: Any) -> nn.Module:
-        """Build the named component; what it builds must be an `nn.Module`."""
+        """Build the named component; what it builds must be an `nn.Module`.
+
+        Inside `component_options`, the options configured for `name` are added to `kwargs`
+        (they win over a caller's). The call is checked against the factory's signature first;
+        every failure is a one-line `ComponentError` naming the component (and the key).
+        """
         found = self.component(kind, name)
-        module = found.factory(*args, **kwargs)
+        scope = _SCOPE.get()
+        if scope is not None:
+            scope.built.add(name)
+            kwargs = {**kwargs, **scope.options.get(name, {})}
+        _check_call(found, args, kwargs)
+        try:
+            module = found.factory(*args, **kwargs)
+        except ComponentError:
+            raise  # a sub-component's, already naming it
+        except OptionError as exc:
+            raise ComponentError(f"{found.label}: {exc}", found, exc.key) from None
+        except LyraError as exc:
+            raise ComponentError(f"{found.label}: {exc}", found) from None
         if not isinstance(module, nn.Module):
-            raise LyraError(f"{kind} '{name}' from {found.origin} built a {type(module).__name__}, "
-                            "not an nn.Module; a component must be an nn.Module class or a function returning one")
+            raise ComponentError(f"{kind} '{name}' from {found.origin} built a {type(module).__name__}, not an "
+                                 "nn.Module; a component must be an nn.Module class or a function returning one",
+                                 found)
         setattr(module, _TAG, (*getattr(module, _TAG, ()), found))  # read by `compile_unsafe`
         return module
+
+    def named(self, name: str) -> list[Component]:
+        """Every component registered as `name`, of any kind (loading plugins on a miss);
+        a `LyraError` like `component`'s when there is none."""
+        self._ensure_builtins()
+        found = [entries[name] for entries in self.components.values() if name in entries]
+        if not found and not self.plugins_loaded and not _autoload_disabled():
+            self.load_plugins()
+            found = [entries[name] for entries in self.components.values() if name in entries]
+        if not found:
+            raise LyraError(self._unknown_message(None, name))
+        return found
 
     def names(self, kind: str) -> list[str]:
         self._ensure_builtins()
@@ -272,7 +379,7 @@ class Registry:
                                 "a module or a register(registry) function")
         except Exception as exc:  # a broken plugin must not break the others
             self.components = before
-            return replace(record, error=_one_line(exc), contested=getattr(exc, "key", None))
+            return replace(record, error=_one_line(exc), contested=exc.key if isinstance(exc, NameTakenError) else None)
         finally:
             self._loading = None
         added = sorted(f"{kind}/{name}" for kind, entries in self.components.items()
@@ -292,11 +399,16 @@ class Registry:
         self.plugins_loaded = saved.plugins_loaded
         self.plugins = list(saved.plugins)
 
-    def _unknown_message(self, kind: str, name: str) -> str:
-        if kind not in self.components:
+    def _unknown_message(self, kind: str | None, name: str) -> str:
+        """Why `name` (of `kind`; None: of any kind) is not found, with what is."""
+        if kind is not None and kind not in self.components:
             return f"unknown component kind '{kind}' (kinds: {', '.join(sorted(self.components))})"
-        known = sorted(self.components[kind])
-        msg = f"unknown {kind} '{name}'"
+        if kind is None:
+            known = sorted({n for entries in self.components.values() for n in entries})
+            msg = f"no component is registered as '{name}'"
+        else:
+            known = sorted(self.components[kind])
+            msg = f"unknown {kind} '{name}'"
         close = difflib.get_close_matches(name, known, n=1)
         if close:
             msg += f" (did you mean '{close[0]}'?)"
@@ -324,6 +436,70 @@ def _check_factory(kind: str, name: str, obj: Any) -> None:
                         "function returning one")
 
 
+def _signature(factory: Callable[..., Any]) -> inspect.Signature | None:
+    """The factory's call signature (cached: `create` reads it on every call), or None."""
+    try:
+        return _cached_signature(factory)
+    except TypeError:  # an unhashable callable object: read it each time
+        return _read_signature(factory)
+
+
+def _read_signature(factory: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins and C callables have none
+        return None
+
+
+_cached_signature = functools.lru_cache(maxsize=None)(_read_signature)
+
+
+def _check_call(found: Component, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """`found`'s factory takes these arguments, or a `ComponentError` says which one it does not."""
+    sig = _signature(found.factory)
+    if sig is None:
+        return
+    try:
+        sig.bind(*args, **kwargs)
+        return
+    except TypeError as exc:
+        why = str(exc)
+    params = sig.parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    passed = ARGUMENTS.get(found.kind, ())
+    for key in kwargs:
+        p = params.get(key)
+        if (p is None or p.kind is p.POSITIONAL_ONLY) and not takes_any:
+            if key in passed:
+                raise ComponentError(f"{found.label} does not take '{key}', which Lyra passes to every {found.kind} "
+                                     f"({', '.join(passed)}, then its options)", found, key)
+            raise ComponentError(found.option_problem(key) or f"{found.label} does not accept '{key}'", found, key)
+    raise ComponentError(f"{found.label} cannot be built with the arguments a {found.kind} gets "
+                         f"({', '.join(passed) or 'its options'}): {why}", found)
+
+
+@dataclass
+class _OptionScope:
+    options: Mapping[str, Mapping[str, Any]]
+    built: set[str]
+
+
+_SCOPE: contextvars.ContextVar[_OptionScope | None] = contextvars.ContextVar("lyra_component_options",
+                                                                             default=None)
+
+
+@contextlib.contextmanager
+def component_options(options: Mapping[str, Mapping[str, Any]]) -> Iterator[set[str]]:
+    """Within: `create` gives ``options[name]`` to every component named `name` it builds, and
+    to no other. Yields the set of names built so far (to find options nothing used)."""
+    scope = _OptionScope(options, set())
+    token = _SCOPE.set(scope)
+    try:
+        yield scope.built
+    finally:
+        _SCOPE.reset(token)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     first = text[0] if text else ""
@@ -334,6 +510,11 @@ def _one_line(exc: BaseException) -> str:
 
 def _autoload_disabled() -> bool:
     return os.environ.get(AUTOLOAD_ENV, "").strip() not in ("", "0")
+
+
+def autoload_disabled() -> bool:
+    """Whether ``LYRA_DISABLE_PLUGIN_AUTOLOAD`` turns plugin autoloading off."""
+    return _autoload_disabled()
 
 
 def _module_provider(obj: Any) -> str:
@@ -380,6 +561,10 @@ def create(kind: str, name: str, *args: Any, **kwargs: Any) -> nn.Module:
 
 def names(kind: str) -> list[str]:
     return REGISTRY.names(kind)
+
+
+def named(name: str) -> list[Component]:
+    return REGISTRY.named(name)
 
 
 def list_components(load_plugins: bool = True) -> list[Component]:

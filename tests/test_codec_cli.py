@@ -438,3 +438,22 @@ def test_pipeline_through_real_pipes(tmp_path, ckpt, model):
     y, rate = read(out)
     assert rate == SR and y.shape == x.shape
     assert (y - y_ref).abs().max() <= 2e-3        # float16 latents: streamed and offline may differ by an ulp
+
+
+def test_ema_weights_are_used_unless_no_ema(tmp_path):
+    """A checkpoint holding EMA weights encodes with them; `--no-ema` uses the trained weights."""
+    from cli_helpers import lyra_many, small_checkpoint, write_wav
+    from lyra.checkpoint import read_checkpoint
+    from lyra.container import read_lyra
+
+    raw = small_checkpoint(tmp_path / "raw.pt", seed=3)
+    state = read_checkpoint(raw)
+    state["ema"] = {k: v + 0.01 * torch.randn_like(v) for k, v in state["model"].items()}
+    torch.save(state, tmp_path / "ema.pt")
+    wav = write_wav(tmp_path / "x.wav", 5000)
+    runs = lyra_many([["encode", wav, tmp_path / f"{name}.lyra", "-c", tmp_path / ckpt, "--dtype", "float32", *flags]
+                      for name, ckpt, flags in (("raw", "raw.pt", []), ("ema", "ema.pt", []),
+                                                ("no-ema", "ema.pt", ["--no-ema"]))])
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    z = {name: read_lyra(tmp_path / f"{name}.lyra")[1] for name in ("raw", "ema", "no-ema")}
+    assert torch.equal(z["no-ema"], z["raw"]) and not torch.allclose(z["ema"], z["raw"])

@@ -46,14 +46,14 @@ def test_a_short_run_writes_metrics_audio_images_and_usable_checkpoints(tmp_path
     assert all(0 < r["waveform"] < 0.5 for r in train)                # 0.5 x mean |recon - audio|
     assert [r["kl_weight"] for r in train] == pytest.approx([0.0, 5e-5, 1e-4, 1e-4])   # annealed over 2 steps
     assert [r["step"] for r in val] == [2, 4]
-    assert all(k in val[0] for k in ("loss", "si_sdr", "mel_distance", "kl", "best"))
+    assert all(k in val[0] for k in ("loss", "si_sdr", "mel_distance", "stft_distance", "kl", "best"))
 
     # Checkpoints: keep-last-2 numbered ones, latest and best, no temporary files left.
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000003.pt", "step-00000004.pt"]
     assert not [p for p in run.rglob(".*")]
     state = torch.load(run / "latest.pt", weights_only=True)            # tensors and plain types only
     assert state["train"]["step"] == 4 and state["train"]["config"]["data"]["batch_size"] == 2
-    best_step = min(val, key=lambda r: r["loss"])["step"]
+    best_step = min(val, key=lambda r: r["mel_distance"])["step"]     # checkpoint.best_metric's default
     assert read_checkpoint(run / "best.pt")["train"]["step"] == best_step
     model = load_model(run / "latest.pt")
     torch.manual_seed(cfg.seed)

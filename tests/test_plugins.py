@@ -26,7 +26,7 @@ from lyra.snake import snake_reference as lyra_snake
 from plugin_helpers import (  # noqa: F401  (fixtures)
     EXAMPLE, builtins_only, clean_registry, example_distribution, example_plugin, write_distribution)
 
-PLUGIN_CFG = dict(activation="aa_snake", residual_unit="dw_residual_unit", block_options={"aa_taps": 9})
+PLUGIN_CFG = dict(activation="aa_snake", residual_unit="dw_residual_unit", options={"aa_snake": {"aa_taps": 9}})
 TINY = dict(base_channels=4, latent_dim=4, c_mults=(1, 2), strides=(4, 4), dilations=(1, 3))
 
 
@@ -52,7 +52,7 @@ def test_lyra_plugins_lists_components_by_kind_with_their_package(example_plugin
         else:
             name, *rest = line.split(None, 2)
             heading[name] = rest
-    assert list(table) == ["activation", "residual_unit", "encoder_block", "decoder_block",
+    assert list(table) == ["activation", "residual_unit", "encoder_block", "decoder_block", "discriminator",
                            "plugins (entry-point group 'lyra.plugins')"]
     assert table["activation"]["aa_snake"] == ["lyra-plugin-example", "plugin 'example'"]
     assert table["activation"]["snake"] == ["lyra", "built-in"]
@@ -124,8 +124,9 @@ def test_anti_aliased_snake_matches_snake_on_smooth_input_and_suppresses_aliases
 
 
 def test_bad_option_value_is_a_one_line_error(example_plugin):
-    with pytest.raises(LyraError, match=r"model\.block_options\.aa_taps: must be an odd integer >= 3, got 8"):
-        build_model(ModelConfig.small(activation="aa_snake", block_options={"aa_taps": 8}))
+    with pytest.raises(LyraError, match=r"^model\.options\.aa_snake: activation 'aa_snake' \(plugin 'example' "
+                                        r"\(lyra-plugin-example\)\): aa_taps: must be an odd integer >= 3, got 8$"):
+        build_model(ModelConfig.small(activation="aa_snake", options={"aa_snake": {"aa_taps": 8}}))
 
 
 def test_streaming_the_plugin_model_equals_offline(example_plugin):
@@ -154,8 +155,9 @@ def test_streaming_the_plugin_model_equals_offline(example_plugin):
 def test_plugin_block_compiles_with_fullgraph(example_plugin):
     """The custom op (fake kernel + autograd) lets inductor take the whole block, fwd and bwd."""
     torch.manual_seed(3)
-    unit = registry.create("residual_unit", "dw_residual_unit", channels=6, dilation=3,
-                           activation="aa_snake", aa_taps=9)
+    with registry.component_options({"aa_snake": {"aa_taps": 9}}):   # as a model build gives them
+        unit = registry.create("residual_unit", "dw_residual_unit", channels=6, dilation=3, activation="aa_snake")
+    assert unit.act1.decimate.kernel_size == (9,)
     compiled = torch.compile(unit, fullgraph=True)
     x = torch.randn(2, 6, 50, requires_grad=True)
     out = compiled(x)
@@ -291,8 +293,8 @@ def test_function_factory_that_builds_no_module_fails_at_build_naming_the_plugin
             def register(registry):
                 registry.register("activation", "tensor_act", lambda channels, **_: torch.zeros(channels))
             """})))
-    with pytest.raises(LyraError, match=r"activation 'tensor_act' from plugin 'tensor' \(lyra-plugin-tensor\) "
-                                        r"built a Tensor, not an nn.Module"):
+    with pytest.raises(LyraError, match=r"^model\.activation: activation 'tensor_act' from plugin 'tensor' "
+                                        r"\(lyra-plugin-tensor\) built a Tensor, not an nn.Module"):
         build_model(ModelConfig.small(activation="tensor_act"))
 
 
@@ -385,7 +387,7 @@ def test_train_save_encode_decode_with_the_plugin(example_plugin, tmp_path):
 
 
 CLI_RUN = ["model.base_channels=4", "model.latent_dim=4", "model.c_mults=[1, 2]", "model.strides=[4, 4]",
-           "model.dilations=[1, 3]", "model.block_options.aa_taps=9", "data.segment_length=4096",
+           "model.dilations=[1, 3]", "model.options.aa_snake.aa_taps=9", "data.segment_length=4096",
            "data.batch_size=2", "data.num_workers=0", "data.val_fraction=0.34", "data.val_clips=1",
            "optim.max_steps=3", "optim.warmup_steps=0", "loss.fft_sizes=[512, 256]", "loss.hop_sizes=[128, 64]",
            "loss.win_lengths=[512, 256]", "runtime.device='cpu'", "runtime.precision='fp32'",
@@ -448,6 +450,11 @@ def test_example_cfg_toml_names_the_plugin_components(example_plugin):
 
     cfg = TrainConfig.load(EXAMPLE / "cfg.toml")
     assert (cfg.model.activation, cfg.model.residual_unit) == ("aa_snake", "dw_residual_unit")
+    assert cfg.model.options == {"aa_snake": {"aa_taps": 25}} and cfg.model.block_options == {}
     model = build_model(cfg.model)
     assert {c.provider for m in model.modules() for c in getattr(m, "_lyra_components", ())} == {
         "lyra", "lyra-plugin-example"}
+    from lyra_plugin_example import AntiAliasedSnake
+
+    taps = {m.decimate.kernel_size for m in model.modules() if isinstance(m, AntiAliasedSnake)}
+    assert taps == {(25,)}   # every aa_snake got its option, the ones inside dw_residual_unit too

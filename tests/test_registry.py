@@ -196,3 +196,32 @@ def test_autoload_off_switch(tmp_path, monkeypatch):
     found = registry.component("activation", "probe")
     assert (found.provider, found.plugin) == ("lyra-probe", "probe")
     assert "probe" in registry.REGISTRY.loaded_plugins
+
+
+def test_create_checks_the_call_and_gives_configured_options_to_their_component_only():
+    r = fresh()
+
+    class Gain(Square):
+        def __init__(self, channels: int, *, gain: float = 1.0):
+            super().__init__(channels)
+            if gain <= 0:
+                raise registry.OptionError("gain", f"must be positive, got {gain}")
+            self.gain = gain
+
+    r.register("activation", "gain", Gain, provider="gains")
+    r.register("activation", "square", Square, provider="squares")
+    assert r.component("activation", "gain").options() == ("gain",)
+    assert r.component("activation", "square").options() == ()      # **_ takes no options
+    with pytest.raises(registry.ComponentError) as info:              # not a bare TypeError
+        r.create("activation", "gain", channels=2, gian=3.0)
+    assert (str(info.value), info.value.key) == (
+        "activation 'gain' (package 'gains') does not accept option 'gian' (its options: gain)", "gian")
+    with pytest.raises(registry.ComponentError) as info:
+        r.create("activation", "gain", channels=2, gain=-1.0)
+    assert (str(info.value), info.value.key) == ("activation 'gain' (package 'gains'): gain: must be positive, got -1.0",
+                                                 "gain")
+    with registry.component_options({"gain": {"gain": 3.0}}) as built:
+        assert r.create("activation", "gain", channels=2).gain == 3.0
+        assert r.create("activation", "square", channels=2).channels == 2   # another name gets nothing
+    assert built == {"gain", "square"}
+    assert r.create("activation", "gain", channels=2).gain == 1.0           # outside the scope: defaults

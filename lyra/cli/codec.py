@@ -28,6 +28,7 @@ ChunkOpt = Annotated[float, typer.Option("--chunk-seconds", help="Audio per chun
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: auto (cuda if available), cpu, cuda, cuda:1, ...")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the model (default: torch's choice; use 1 per process when piping two lyra processes on few cores).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model first (a one-off cost of seconds to minutes; then faster, same output within float32 rounding).")]
+EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="Use the checkpoint's EMA weights when it has them (training with [ema] saves them); --no-ema: the raw trained weights.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Compute in fp32, bf16 or fp16 (reduced precision is fast on GPUs and CPUs with AVX-512 BF16/AMX, slow elsewhere).")]
 
 
@@ -53,7 +54,7 @@ class _Codec:
 
 
 def _load(checkpoint: Path, device: str, threads: Optional[int] = None, precision: str = "fp32",
-          compile: bool = False) -> _Codec:
+          compile: bool = False, ema: bool = True) -> _Codec:
     import torch
 
     from lyra.checkpoint import load_model, model_fingerprint
@@ -65,7 +66,7 @@ def _load(checkpoint: Path, device: str, threads: Optional[int] = None, precisio
         torch.set_num_threads(threads)
     dev = resolve_device(device)
     precision_dtype(precision)                 # a bad --precision fails before the model loads
-    model = load_model(checkpoint, dev)
+    model = load_model(checkpoint, dev, ema=ema)
     fingerprint = model_fingerprint(model)     # of the stored (fp32) weights, before any cast
     return _Codec(prepare_model(model, device=dev, precision=precision, compile=compile), fingerprint, checkpoint)
 
@@ -152,6 +153,7 @@ def encode(
     threads: ThreadsOpt = None,
     compile: CompileOpt = False,
     precision: PrecisionOpt = "fp32",
+    ema: EmaOpt = True,
     dtype: Annotated[str, typer.Option("--dtype", help="Latent storage: float16, bfloat16, float32, or int8 (per-frame scale).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average inputs with more channels than the model into mono (then duplicated).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists; with a folder IN, encode every file again (without it, complete outputs of the same model are skipped).")] = False,
@@ -180,7 +182,7 @@ def encode(
     _check_input(inp)
     if inp != "-" and Path(inp).is_dir():
         _encode_folder(inp, out, checkpoint, stream, chunk_seconds, device, threads, compile, precision,
-                       dtype, downmix, force, manifest)
+                       dtype, downmix, force, manifest, ema)
         return
     if manifest is not None:
         raise LyraError("--manifest: only with a folder IN (a data set to pre-encode)")
@@ -189,7 +191,7 @@ def encode(
     if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
         raise LyraError(f"{inp}: not a folder; under torchrun, `lyra encode` shares a folder's files "
                         "among the processes (run one process for one file)")
-    codec = _load(checkpoint, device, threads, precision, compile)
+    codec = _load(checkpoint, device, threads, precision, compile, ema)
     frames = codec.chunk_frames(chunk_seconds)
     from lyra.audio import AUDIO_SUFFIXES
 
@@ -203,13 +205,13 @@ def encode(
 
 def _encode_folder(inp: str, out: str, checkpoint: Path, stream: bool, chunk_seconds: float, device: str,
                    threads: Optional[int], compile: bool, precision: str, dtype: str, downmix: bool,
-                   force: bool, manifest: Optional[str]) -> None:
+                   force: bool, manifest: Optional[str], ema: bool = True) -> None:
     """`lyra encode DIR OUT_DIR`: the job is `lyra.preencode.run`; here, how to load and encode."""
     from lyra.audio import AUDIO_SUFFIXES
     from lyra.preencode import Job, run
 
     def load(dev: str) -> _Codec:      # on this process's device (cuda:LOCAL_RANK under torchrun)
-        codec = _load(checkpoint, dev, threads, precision, compile)
+        codec = _load(checkpoint, dev, threads, precision, compile, ema)
         codec.chunk_frames(chunk_seconds)
         return codec
 
@@ -284,6 +286,7 @@ def decode(
     threads: ThreadsOpt = None,
     compile: CompileOpt = False,
     precision: PrecisionOpt = "fp32",
+    ema: EmaOpt = True,
     original_rate: Annotated[bool, typer.Option("--original-rate", help="Resample to the source file's rate (stored in the .lyra) instead of the model's.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="wav or flac (default: from OUT's suffix; wav for - and folders).")] = None,
     subtype: Annotated[str, typer.Option("--subtype", help="Sample format: PCM_16 or PCM_24 (WAV or FLAC), FLOAT (WAV). PCM clips to [-1, 1].")] = "PCM_16",
@@ -300,7 +303,7 @@ def decode(
                lyra encode --stream - - -c model.pt < in.wav | lyra decode --stream - out.wav -c model.pt
     """
     _check_input(inp)
-    codec = _load(checkpoint, device, threads, precision, compile)
+    codec = _load(checkpoint, device, threads, precision, compile, ema)
     frames = codec.chunk_frames(chunk_seconds)
     suffix = "." + (fmt or "wav").lower()
 
@@ -430,6 +433,7 @@ def evaluate(
     threads: ThreadsOpt = None,
     compile: CompileOpt = False,
     precision: PrecisionOpt = "fp32",
+    ema: EmaOpt = True,
     dtype: Annotated[str, typer.Option("--dtype", help="With --checkpoint: latent storage to simulate (as in a .lyra file).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average a REF with more channels than DEGRADED (or than the model, with --checkpoint) into mono, as `lyra encode --downmix` does.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -471,7 +475,7 @@ def evaluate(
             other = _match(Path(degraded), rel) if ref_path.is_dir() else Path(degraded)
             return _compare_files(path, other, downmix=downmix)
     else:
-        codec = _load(checkpoint, device, threads, precision, compile)
+        codec = _load(checkpoint, device, threads, precision, compile, ema)
         frames = codec.chunk_frames(chunk_seconds)
 
         def measure(path: Path, rel: str) -> dict[str, float]:

@@ -28,7 +28,9 @@ def plugins() -> None:
             kind = c.kind
             typer.echo(kind)
         source = f"plugin '{c.plugin}'" if c.plugin else ("built-in" if c.provider == "lyra" else "")
-        flags = [f for f, on in (("not compile-safe", not c.compile_safe), ("not streamable", not c.streamable)) if on]
+        # Streaming concerns the codec's model only: a discriminator never streams.
+        streams = c.streamable or c.kind == "discriminator"
+        flags = [f for f, on in (("not compile-safe", not c.compile_safe), ("not streamable", not streams)) if on]
         flag = f"  ({', '.join(flags)})" if flags else ""
         typer.echo(f"  {c.name:<{width}}  {c.provider:<{pwidth}}  {source}{flag}".rstrip())
 

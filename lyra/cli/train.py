@@ -114,6 +114,12 @@ def config_show(
         state = read_checkpoint(init_from)
         model = from_dict(ModelConfig, state["model_config"], f"{init_from}:model")
         cfg = with_checkpoint_model(cfg, model_in_config, model, str(init_from))
+    from lyra.model import check_components
+
+    try:   # the components it names exist and take the options it gives them
+        check_components(cfg.model)
+    except LyraError as exc:
+        raise LyraError(f"{config if model_in_config or init_from is None else init_from}: {exc}") from None
     typer.echo(dumps(cfg.to_dict()), nl=False)
 
 

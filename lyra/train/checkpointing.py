@@ -3,7 +3,7 @@
     run_dir/checkpoints/step-00001000.pt   every `save_every` steps (and at a new best, at the end,
                                            and on SIGINT/SIGTERM); only the last K are kept
     run_dir/latest.pt                      the newest snapshot (what `--resume` continues)
-    run_dir/best.pt                        the snapshot with the lowest validation loss
+    run_dir/best.pt                        the snapshot with the best value of checkpoint.best_metric
 
 Each snapshot is a `lyra.checkpoint` file (written atomically by `save_checkpoint`: temporary
 file, fsync, rename), so `lyra encode/decode --checkpoint run_dir/best.pt` works on it.
@@ -37,12 +37,15 @@ class CheckpointStore:
     def snapshots(self) -> list[Path]:
         return sorted(self.folder.glob("step-*.pt"))
 
-    def save(self, step: int, model: VAE, train_state: dict[str, Any], best: bool = False) -> Path:
-        """Write the snapshot for `step` (once), point latest (and best) at it, prune old ones."""
+    def save(self, step: int, model: VAE, train_state: dict[str, Any], best: bool = False,
+             ema: dict[str, Any] | None = None) -> Path:
+        """Write the snapshot for `step`, point latest (and best) at it, prune old ones.
+
+        A snapshot already there for `step` is written again (atomically): latest.pt always
+        holds the state as it is now (after a final validation, say), never an earlier one."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.snapshot_path(step)
-        if not path.exists():
-            save_checkpoint(path, model, train_state)
+        save_checkpoint(path, model, train_state, ema)
         _link(path, self.latest)
         if best:
             _link(path, self.best)

@@ -7,7 +7,10 @@
     [loss]        multi-resolution STFT loss and the KL term with its annealing
     [runtime]     device, precision, compilation, activation checkpointing
     [logging]     progress, metrics, validation audio, optional W&B / TensorBoard
-    [checkpoint]  how often and how many checkpoints
+    [checkpoint]  how often and how many checkpoints, and the metric that picks best.pt
+    [adversarial] discriminators, GAN and feature-matching losses, the mel loss, the
+                  discriminator's optimizer (off by default)
+    [ema]         an exponential moving average of the generator's weights (off by default)
 
 Every field's default follows the design document (batch 4, 40,960-sample crops, 44.1 kHz
 stereo, the default model); each carries a one-line help text that `lyra config init` writes
@@ -80,7 +83,8 @@ class OptimConfig:
     lr: float = _field(1e-4, "peak learning rate (AdamW)")
     betas: tuple[float, ...] = _field((0.8, 0.99), "AdamW betas")
     eps: float = _field(1e-8, "AdamW epsilon")
-    weight_decay: float = _field(1e-3, "AdamW weight decay, applied to conv weights only (not biases or Snake parameters)")
+    weight_decay: float = _field(1e-3, "AdamW weight decay, applied to weights of rank >= 2 except weight-norm magnitudes "
+                                       "and parameters a module lists in `no_weight_decay` (never to biases or Snake parameters)")
     warmup_steps: int = _field(1000, "linear learning-rate warm-up from 0, in optimizer steps")
     schedule: Literal["cosine", "linear", "constant"] = _field("cosine", "learning-rate decay after warm-up: cosine, linear or constant")
     min_lr: float = _field(1e-6, "learning rate at max_steps for the cosine and linear schedules")
@@ -164,13 +168,81 @@ class LoggingConfig:
         _non_negative(self, "val_audio")
 
 
+# Validation metrics best.pt can be chosen by, and whether higher values are better.
+BEST_METRICS: dict[str, bool] = {
+    "mel_distance": False,    # log-mel L1 distance (lyra.metrics.mel_distance)
+    "stft_distance": False,   # multi-resolution STFT distance (lyra.metrics.stft_distance)
+    "si_sdr": True,           # scale-invariant SDR in dB
+    "loss": False,            # the training reconstruction loss (STFT [+ waveform] [+ mel]), without KL or adversarial terms
+}
+
+
 @dataclass(frozen=True)
 class CheckpointConfig:
     save_every: int = _field(1000, "write a checkpoint (and update latest.pt) every this many steps")
     keep_last: int = _field(3, "numbered checkpoints kept in run_dir/checkpoints (latest.pt and best.pt are extra)")
+    best_metric: Literal["mel_distance", "stft_distance", "si_sdr", "loss"] = _field(
+        "mel_distance", "validation metric that picks best.pt: mel_distance, stft_distance, loss (lower is better) "
+                        "or si_sdr (higher is better)")
 
     def __post_init__(self) -> None:
         _positive(self, "save_every", "keep_last")
+
+
+@dataclass(frozen=True)
+class AdversarialConfig:
+    enabled: bool = _field(False, "train adversarially: discriminators, GAN and feature-matching losses, mel loss")
+    discriminators: tuple[str, ...] = _field(
+        ("ms_stft",), "registered discriminators (see `lyra plugins`): ms_stft (multi-scale STFT), mpd (multi-period)")
+    options: dict[str, dict[str, Any]] = field(default_factory=dict, metadata={"help": "options per discriminator, e.g. { ms_stft = { filters = 32 }, mpd = { periods = [2, 3, 5, 7, 11] } }"})
+    loss: Literal["hinge", "least_squares"] = _field("hinge", "GAN loss: hinge (EnCodec, stable-audio-tools) or least_squares (HiFi-GAN, DAC)")
+    adversarial_weight: float = _field(0.1, "weight of the generator's adversarial loss")
+    feature_matching_weight: float = _field(5.0, "weight of the feature-matching loss (relative L1 of discriminator features)")
+    mel_weight: float = _field(1.0, "weight of a log-mel L1 loss added to the reconstruction loss (from step 0; 0: off)")
+    start_step: int = _field(0, "optimizer step at which the discriminators and adversarial terms start (before: reconstruction only)")
+    lr: float = _field(1e-4, "the discriminators' peak learning rate (AdamW; its eps is optim.eps)")
+    betas: tuple[float, ...] = _field((0.8, 0.99), "the discriminators' AdamW betas")
+    weight_decay: float = _field(0.0, "the discriminators' AdamW weight decay (same parameter rule as optim.weight_decay)")
+    warmup_steps: int = _field(0, "linear warm-up of the discriminators' learning rate, in steps from start_step")
+    schedule: Literal["cosine", "linear", "constant"] = _field(
+        "constant", "the discriminators' learning-rate decay after warm-up, until optim.max_steps: cosine, linear or constant")
+    min_lr: float = _field(1e-6, "the discriminators' learning rate at optim.max_steps for the cosine and linear schedules")
+    grad_clip: float = _field(10.0, "clip the discriminators' global gradient norm to this (0: off)")
+    balancer: bool = _field(False, "EnCodec's gradient balancer: the loss weights become each loss's share of the "
+                                   "gradient at the generator's output, whatever the loss's scale")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "discriminators", tuple(self.discriminators))
+        object.__setattr__(self, "betas", tuple(self.betas))
+        _positive(self, "lr")
+        _non_negative(self, "adversarial_weight", "feature_matching_weight", "mel_weight", "start_step",
+                      "weight_decay", "warmup_steps", "min_lr", "grad_clip")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise LyraError(f"betas: expected two numbers in [0, 1), got {list(self.betas)}")
+        if self.enabled and not self.discriminators:
+            raise LyraError("discriminators: name at least one discriminator (or set enabled = false)")
+        if len(set(self.discriminators)) != len(self.discriminators):
+            raise LyraError(f"discriminators: a name is listed twice: {list(self.discriminators)}")
+        for name, opts in self.options.items():
+            if not isinstance(opts, dict):
+                raise LyraError(f"options.{name}: expected a table of options, got {type(opts).__name__}")
+            if name not in self.discriminators:
+                raise LyraError(f"options.{name}: '{name}' is not in discriminators ({', '.join(self.discriminators) or 'none'})")
+        if self.enabled and self.balancer and self.adversarial_weight + self.feature_matching_weight == 0:
+            raise LyraError("balancer: adversarial_weight and feature_matching_weight are both 0; nothing to balance against")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    enabled: bool = _field(False, "keep an exponential moving average of the generator's weights, used for validation, "
+                                  "saved in checkpoints and used by `lyra encode/decode`")
+    decay: float = _field(0.999, "EMA decay per optimizer step: ema = decay * ema + (1 - decay) * weights")
+    start_step: int = _field(1000, "until this step the EMA copies the weights; averaging starts after it")
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "start_step")
+        if not 0.0 <= self.decay < 1.0:
+            raise LyraError(f"decay: must be in [0, 1), got {self.decay}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +256,8 @@ class TrainConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
 
     def __post_init__(self) -> None:
         if not self.run_dir:
@@ -304,7 +378,9 @@ MODEL_HELP = {
     "decoder_in_kernel": "kernel size of the decoder's input convolution (Oobleck: 7)",
     "decoder_out_bias": "the decoder's output convolution has a bias (Oobleck: false)",
     "final_tanh": "squash the decoded audio with tanh",
-    "activation": "registered component names (see `lyra plugins`); block_options go to every component",
+    "activation": "registered component names (see `lyra plugins`)",
+    "options": "options per component, by registered name: [model.options.NAME] goes to component NAME only",
+    "block_options": "deprecated: options passed to every component (use options)",
 }
 
 
@@ -317,7 +393,8 @@ def commented_toml(cfg: TrainConfig, header: str = DEFAULT_HEADER) -> str:
     from lyra.train.toml_writer import dumps
 
     classes = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
-               "runtime": RuntimeConfig, "logging": LoggingConfig, "checkpoint": CheckpointConfig}
+               "runtime": RuntimeConfig, "logging": LoggingConfig, "checkpoint": CheckpointConfig,
+               "adversarial": AdversarialConfig, "ema": EMAConfig}
 
     def comment(table: str, key: str) -> str:
         if table == "":

@@ -1,8 +1,9 @@
 """Where metrics go: run_dir/metrics.jsonl always; W&B and TensorBoard when switched on.
 
 Each record is one JSON object per line: ``{"split": "train"|"val"|"event", "step": N, ...}``.
-Resuming from step N first drops the records after N (they belong to the abandoned future),
-so the file always tells one consistent history.
+Resuming from step N first drops the records after N (they belong to the abandoned future);
+a new run (no --resume) starts the file afresh, dropping the records of an earlier attempt
+that died before its first checkpoint. So the file always tells one consistent history.
 
 W&B and TensorBoard are optional extras: asking for one that is not installed is a one-line
 error at start-up, not a failure mid-run; neither is ever imported otherwise.
@@ -22,10 +23,12 @@ from lyra.train.config import LoggingConfig
 
 class MetricsLog:
     def __init__(self, run_dir: Path, cfg: LoggingConfig, config_dict: dict[str, Any], resume_step: int | None = None) -> None:
+        """`resume_step`: the step a resumed run continues from (None: a new run)."""
         self.path = Path(run_dir) / "metrics.jsonl"
         if resume_step is not None:
             self._truncate_after(resume_step)
-        self._file = self.path.open("a", encoding="utf-8")
+        # A new run (resume_step None) starts a new history.
+        self._file = self.path.open("a" if resume_step is not None else "w", encoding="utf-8")
         self._wandb = _open_wandb(cfg, run_dir, config_dict) if cfg.wandb else None
         self._tensorboard = _open_tensorboard(run_dir) if cfg.tensorboard else None
 

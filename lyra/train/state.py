@@ -5,12 +5,19 @@ The training state stored under a checkpoint's ``"train"`` key:
     {
       "step": int,                    # optimizer steps done
       "batches": int,                 # micro-batches consumed (the data order's position)
-      "best_val": float,              # best validation loss so far (inf: none yet)
-      "nonfinite_run": int,           # non-finite steps in a row at save time
+      "best_val": float,              # best value of best_metric so far (+-inf: none yet)
+      "best_metric": str,             # checkpoint.best_metric (absent in older checkpoints: "loss")
+      "nonfinite_run": int,           # skipped steps in a row at save time (non-finite, or fp16 overflow)
       "audio_seconds": float,         # audio seen so far, all processes
       "world_size": int,
+      "threads": int,                 # CPU threads torch used (compared on resume; absent in older ones)
       "optimizer": {...},             # torch.optim state_dict (tensors and numbers)
       "scaler": {...},                # torch.amp.GradScaler state_dict ({} when unused)
+      "adversarial": {                # only with [adversarial] enabled (lyra.train.adversary)
+        "discriminators": {name: state_dict},
+        "optimizer": {...}, "scaler": {...},
+        "balancer": {"sums": {...}, "counts": {...}} | {},
+      },
       "rng": {"torch": ByteTensor, "cuda": [ByteTensor, ...], "numpy": {...}, "python": {...}},
       "config": {...},                # the run's TrainConfig as plain data
       "start": {                      # how the run began (`RunStart`); absent before fine-tuning existed
@@ -20,8 +27,10 @@ The training state stored under a checkpoint's ``"train"`` key:
       },
     }
 
-Random-number states are converted to tensors and numbers (numpy's and Python's native
-states are tuples holding arrays, which a safe load rejects).
+The EMA of the weights ([ema]) is not in here: it is the checkpoint's top-level "ema" (see
+`lyra.checkpoint`), where inference finds it. Random-number states are converted to tensors
+and numbers (numpy's and Python's native states are tuples holding arrays, which a safe load
+rejects).
 """
 
 from __future__ import annotations

@@ -1,22 +1,24 @@
-"""Step 1: the modules. Each takes the keyword arguments Lyra passes to its kind.
+"""Step 1: the modules. Each takes the keyword arguments Lyra passes to its kind, then its
+own options as keyword parameters with defaults:
 
-- activation    ``(channels, **options)``                                   [B, C, T] -> [B, C, T]
-- residual_unit ``(channels, dilation, kernel_size, activation, **options)``  [B, C, T] -> [B, C, T]
+- activation    ``(channels, *, aa_taps=25)``                        [B, C, T] -> [B, C, T]
+- residual_unit ``(channels, dilation, kernel_size, activation)``    [B, C, T] -> [B, C, T]
 
-``options`` is the config's ``model.block_options`` table, passed to every component: take
-the keys you know, ignore the rest. Sub-components are built by name through the registry,
-so the residual unit works with any activation, built-in or plugin.
+An option is set in the config's ``[model.options.<component name>]`` table
+(``[model.options.aa_snake] aa_taps = 25``); Lyra gives it to that component only, wherever
+the model builds it, and rejects a key the constructor does not name. So nothing here
+passes options on: the residual unit builds its activation by name through the registry,
+and the activation's options reach it by themselves. A bad option value is an
+``OptionError(key, why)``, which Lyra reports naming the component and the config key.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 
 from lyra import registry
-from lyra.errors import LyraError
+from lyra.registry import OptionError
 from lyra_plugin_example.ops import snake
 
 
@@ -56,10 +58,10 @@ class AntiAliasedSnake(nn.Module):
     0, like Lyra's Snake. Option ``aa_taps`` (odd, default 25) sets the filter length.
     """
 
-    def __init__(self, channels: int, aa_taps: int = 25, **_: Any) -> None:
+    def __init__(self, channels: int, *, aa_taps: int = 25) -> None:
         super().__init__()
-        if not isinstance(aa_taps, int) or aa_taps < 3 or aa_taps % 2 == 0:
-            raise LyraError(f"model.block_options.aa_taps: must be an odd integer >= 3, got {aa_taps!r}")
+        if isinstance(aa_taps, bool) or not isinstance(aa_taps, int) or aa_taps < 3 or aa_taps % 2 == 0:
+            raise OptionError("aa_taps", f"must be an odd integer >= 3, got {aa_taps!r}")
         self.log_alpha = nn.Parameter(torch.zeros(channels))
         self.log_beta = nn.Parameter(torch.zeros(channels))
         self.interpolate = LowpassFilter(channels, aa_taps, gain=2.0)  # x2: zero-stuffing halves the level
@@ -82,14 +84,14 @@ class DepthwiseResidualUnit(nn.Module):
     """
 
     def __init__(self, channels: int, dilation: int = 1, kernel_size: int = 7,
-                 activation: str = "snake", **options: Any) -> None:
+                 activation: str = "snake") -> None:
         super().__init__()
         hidden = 2 * channels
         self.dwconv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation,
                                 padding=dilation * (kernel_size - 1) // 2, groups=channels)
-        self.act1 = registry.create("activation", activation, channels=channels, **options)
+        self.act1 = registry.create("activation", activation, channels=channels)
         self.pwconv1 = nn.Conv1d(channels, hidden, 1)
-        self.act2 = registry.create("activation", activation, channels=hidden, **options)
+        self.act2 = registry.create("activation", activation, channels=hidden)
         self.pwconv2 = nn.Conv1d(hidden, channels, 1)
         self.scale = nn.Parameter(torch.full((channels,), 0.1))
 
