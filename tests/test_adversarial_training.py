@@ -396,3 +396,55 @@ def test_adversarial_training_under_ddp_equals_one_process_and_accumulation(tmp_
             for key, value in weights.items():
                 torch.testing.assert_close(state["train"]["adversarial"]["discriminators"][name][key], value,
                                            rtol=1e-4, atol=1e-6)
+
+
+def test_adversarial_training_killed_with_sigkill_mid_save_resumes_exactly(tmp_path):
+    """`lyra train` with discriminators and EMA, SIGKILLed while writing its step-4 checkpoint,
+    then `--resume`d to step 6: the same losses and weights as a run never stopped."""
+    import signal
+    import subprocess
+    import sys
+
+    from cli_helpers import CreatedFiles, lyra_env
+
+    make_data(tmp_path)
+    tables = dict(adversarial=_adversarial(start_step=1), ema={"enabled": True, "decay": 0.5, "start_step": 1},
+                  optim={"schedule": "constant"}, logging={"eval_every": 100000},
+                  checkpoint={"save_every": 2, "keep_last": 5})
+    (tmp_path / "straight.toml").write_text(dumps(tiny_config_dict(
+        tmp_path, run_dir=str(tmp_path / "straight"), **merge_tables(tables, optim={"max_steps": 6}))))
+    (tmp_path / "killed.toml").write_text(dumps(tiny_config_dict(
+        tmp_path, run_dir=str(tmp_path / "killed"), **merge_tables(tables, optim={"max_steps": 100000}))))
+    env = lyra_env(PYTHONPATH=str(REPO))
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    watch = CreatedFiles(checkpoints)
+    proc = subprocess.Popen([sys.executable, "-m", "lyra", "train", str(tmp_path / "killed.toml")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        watch.wait_for(lambda name: "step-00000004" in name, proc)   # the step-4 save has begun
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        watch.close()
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    for args in (["train", str(tmp_path / "straight.toml")],
+                 ["train", str(tmp_path / "killed.toml"), "--resume", "--set", "optim.max_steps=6"]):
+        done = subprocess.run([sys.executable, "-m", "lyra", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    a, b = _records(tmp_path / "straight", "train"), _records(tmp_path / "killed", "train")
+    for r in a + b:
+        r.pop("audio_s_per_s", None)
+    assert [r["step"] for r in a] == [1, 2, 3, 4, 5, 6] and a == b
+    sa, sb = (read_checkpoint(tmp_path / n / "latest.pt") for n in ("straight", "killed"))
+    _equal_tree(sa["model"], sb["model"], "model")
+    _equal_tree(sa["ema"], sb["ema"], "ema")
+    _equal_tree(sa["train"]["adversarial"], sb["train"]["adversarial"], "adversarial")
+
+
+def merge_tables(tables: dict, **more: dict) -> dict:
+    out = {k: dict(v) for k, v in tables.items()}
+    for key, extra in more.items():
+        out[key] = {**out.get(key, {}), **extra}
+    return out

@@ -152,3 +152,16 @@ def test_train_fails_in_one_line_before_anything_heavy(tmp_path, capsys, monkeyp
         err = capsys.readouterr().err.strip()
         assert expected in err, err
         assert err.count("\n") == 0 and "Traceback" not in err
+
+
+def test_demo_adversarial_config_is_the_demo_plus_discriminators():
+    """configs/demo-adversarial.toml (BENCHMARKS.md's with/without comparison) differs from the
+    demo's run only in run_dir and [adversarial], and is written by `lyra config init`'s writer."""
+    path = REPO / "configs" / "demo-adversarial.toml"
+    adv, demo = TrainConfig.load(path), TrainConfig.load(REPO / "configs" / "demo.toml")
+    assert adv.adversarial.enabled and not demo.adversarial.enabled
+    for table in ("model", "data", "optim", "loss", "runtime", "ema", "checkpoint"):
+        assert getattr(adv, table) == getattr(demo, table), table
+    text = path.read_text()
+    header = "\n".join(line[2:] for line in text.split("\n\n")[0].splitlines())
+    assert commented_toml(adv, header) == text
