@@ -497,8 +497,11 @@ class AudioWriter:
                 self._copy_out = (spool, stream)
             else:
                 tmp = self._stack.enter_context(atomic_path(self.path))
+                # Opened by descriptor, never created by name: a signal handler that has just
+                # removed the temporary (`lyra.atomic.remove_temporaries`) cannot see it come back.
+                fd = os.open(tmp, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
                 self._sink = self._stack.enter_context(soundfile.SoundFile(
-                    tmp, "w", self.sample_rate, self.channels, self.subtype, format=self.format))
+                    fd, "w", self.sample_rate, self.channels, self.subtype, format=self.format, closefd=True))
         except (soundfile.LibsndfileError, RuntimeError) as exc:
             self._stack.close()
             raise LyraError(f"{self.path}: cannot write audio ({_reason(exc)})") from None
