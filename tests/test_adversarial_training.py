@@ -5,7 +5,6 @@ Discriminators are kept small (a few thousand weights) so each run takes seconds
 """
 
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +22,7 @@ from lyra.train.ema import EMA
 from lyra.train.metrics_log import read_metrics
 from lyra.train.optim import no_decay_names, parameter_groups
 from lyra.train.toml_writer import dumps
-from train_helpers import make_data, tiny_config, tiny_config_dict
+from train_helpers import make_data, merge, tiny_config, tiny_config_dict, torchrun_train
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_D = {"ms_stft": {"filters": 4, "n_ffts": [512, 256, 128]}, "mpd": {"periods": [2, 3], "widths": [4, 8, 8]}}
@@ -51,6 +50,16 @@ def _equal_tree(a, b, where=""):
             _equal_tree(x, y, f"{where}[{i}]")
     else:
         assert a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b)), where
+
+
+def _assert_close_weights(state, reference, rtol, atol):
+    """Two training checkpoints' generator and discriminator weights agree within the tolerance."""
+    for key in reference["model"]:
+        torch.testing.assert_close(state["model"][key], reference["model"][key], rtol=rtol, atol=atol)
+    for name, weights in reference["train"]["adversarial"]["discriminators"].items():
+        for key, value in weights.items():
+            torch.testing.assert_close(state["train"]["adversarial"]["discriminators"][name][key], value,
+                                       rtol=rtol, atol=atol)
 
 
 # ---------------------------------------------------------------------------------------
@@ -360,12 +369,7 @@ def test_compiled_discriminators_train_like_eager_without_graph_breaks(tmp_path)
     torch._dynamo.reset()
     assert counters["stats"]["unique_graphs"] > 0 and not counters["graph_break"]
     eager, compiled = (read_checkpoint(tmp_path / n / "latest.pt") for n in ("eager", "compiled"))
-    for key in eager["model"]:
-        torch.testing.assert_close(compiled["model"][key], eager["model"][key], rtol=1e-3, atol=5e-5)
-    for name, weights in eager["train"]["adversarial"]["discriminators"].items():
-        for key, value in weights.items():
-            torch.testing.assert_close(compiled["train"]["adversarial"]["discriminators"][name][key], value,
-                                       rtol=1e-3, atol=5e-5)
+    _assert_close_weights(compiled, eager, rtol=1e-3, atol=5e-5)
 
 
 @pytest.mark.slow
@@ -377,33 +381,19 @@ def test_adversarial_training_under_ddp_equals_one_process_and_accumulation(tmp_
                   checkpoint={"save_every": 3}, adversarial=_adversarial(start_step=1))
     config = tmp_path / "ddp.toml"
     config.write_text(dumps(tiny_config_dict(tmp_path, run_dir=str(tmp_path / "ddp"), data={"batch_size": 2}, **tables)))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "lyra", "train", str(config)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun_train(tmp_path, config, timeout=600)
     engine.train(tiny_config(tmp_path, run_dir=str(tmp_path / "single"), data={"batch_size": 4}, **tables))
     accum = dict(tables, optim={**tables["optim"], "grad_accum": 2})
     engine.train(tiny_config(tmp_path, run_dir=str(tmp_path / "accum"), data={"batch_size": 2}, **accum))
     single = read_checkpoint(tmp_path / "single" / "latest.pt")
     for other in ("ddp", "accum"):
-        state = read_checkpoint(tmp_path / other / "latest.pt")
-        for key in single["model"]:
-            torch.testing.assert_close(state["model"][key], single["model"][key], rtol=1e-4, atol=1e-6)
-        for name, weights in single["train"]["adversarial"]["discriminators"].items():
-            for key, value in weights.items():
-                torch.testing.assert_close(state["train"]["adversarial"]["discriminators"][name][key], value,
-                                           rtol=1e-4, atol=1e-6)
+        _assert_close_weights(read_checkpoint(tmp_path / other / "latest.pt"), single, rtol=1e-4, atol=1e-6)
 
 
 def test_adversarial_training_killed_with_sigkill_mid_save_resumes_exactly(tmp_path):
     """`lyra train` with discriminators and EMA, SIGKILLed while writing its step-4 checkpoint,
     then `--resume`d to step 6: the same losses and weights as a run never stopped."""
     import signal
-    import subprocess
-    import sys
 
     from cli_helpers import CreatedFiles, lyra_env
 
@@ -412,9 +402,9 @@ def test_adversarial_training_killed_with_sigkill_mid_save_resumes_exactly(tmp_p
                   optim={"schedule": "constant"}, logging={"eval_every": 100000},
                   checkpoint={"save_every": 2, "keep_last": 5})
     (tmp_path / "straight.toml").write_text(dumps(tiny_config_dict(
-        tmp_path, run_dir=str(tmp_path / "straight"), **merge_tables(tables, optim={"max_steps": 6}))))
+        tmp_path, run_dir=str(tmp_path / "straight"), **merge(tables, {"optim": {"max_steps": 6}}))))
     (tmp_path / "killed.toml").write_text(dumps(tiny_config_dict(
-        tmp_path, run_dir=str(tmp_path / "killed"), **merge_tables(tables, optim={"max_steps": 100000}))))
+        tmp_path, run_dir=str(tmp_path / "killed"), **merge(tables, {"optim": {"max_steps": 100000}}))))
     env = lyra_env(PYTHONPATH=str(REPO))
     checkpoints = tmp_path / "killed" / "checkpoints"
     checkpoints.mkdir(parents=True)
@@ -442,9 +432,3 @@ def test_adversarial_training_killed_with_sigkill_mid_save_resumes_exactly(tmp_p
     _equal_tree(sa["ema"], sb["ema"], "ema")
     _equal_tree(sa["train"]["adversarial"], sb["train"]["adversarial"], "adversarial")
 
-
-def merge_tables(tables: dict, **more: dict) -> dict:
-    out = {k: dict(v) for k, v in tables.items()}
-    for key, extra in more.items():
-        out[key] = {**out.get(key, {}), **extra}
-    return out

@@ -7,10 +7,6 @@ A large AdamW epsilon keeps updates proportional to gradients, so the comparison
 gradients rather than how float rounding flips the sign of a near-zero one.
 """
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
@@ -18,9 +14,8 @@ import lyra.train.engine as engine
 from lyra.checkpoint import read_checkpoint
 from lyra.train.metrics_log import read_metrics
 from lyra.train.toml_writer import dumps
-from train_helpers import make_data, tiny_config, tiny_config_dict
+from train_helpers import make_data, tiny_config, tiny_config_dict, torchrun_train
 
-REPO = Path(__file__).resolve().parents[1]
 TABLES = dict(optim={"max_steps": 3, "eps": 1e-2, "warmup_steps": 1}, logging={"eval_every": 3, "progress": "lines"},
               checkpoint={"save_every": 3})
 
@@ -29,13 +24,7 @@ def test_two_processes_equal_one_process_on_the_combined_batch(tmp_path):
     make_data(tmp_path)
     config = tmp_path / "ddp.toml"
     config.write_text(dumps(tiny_config_dict(tmp_path, run_dir=str(tmp_path / "ddp"), data={"batch_size": 2}, **TABLES)))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "lyra", "train", str(config)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun_train(tmp_path, config, timeout=300)
     output = proc.stdout + proc.stderr
     assert output.count("lyra: training") == 1 and "2 processes" in output     # rank 0 alone reports
 

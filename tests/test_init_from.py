@@ -6,10 +6,7 @@ the checkpoint's (or be left out, to take it); and `--resume` alone continues su
 exactly, because how it began is saved in its checkpoints.
 """
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +26,8 @@ from lyra.train.state import RunStart
 from lyra.train.toml_writer import dumps
 
 from cli_helpers import lyra, small_checkpoint
-from train_helpers import make_data, tiny_config, tiny_config_dict
+from train_helpers import make_data, tiny_config, tiny_config_dict, torchrun_train
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _records(run_dir, split):
@@ -246,13 +242,7 @@ def test_a_frozen_encoder_trains_under_ddp_like_one_process(tmp_path):
                   checkpoint={"save_every": 3})
     config = tmp_path / "ddp.toml"
     config.write_text(dumps(tiny_config_dict(tmp_path, run_dir=str(tmp_path / "ddp"), data={"batch_size": 2}, **tables)))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-         "-m", "lyra", "train", str(config), "--init-from", str(source), "--freeze-encoder"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = torchrun_train(tmp_path, config, "--init-from", str(source), "--freeze-encoder", timeout=300)
     engine.train(tiny_config(tmp_path, run_dir=str(tmp_path / "single"), data={"batch_size": 4}, **tables),
                  init_from=source, freeze_encoder=True)
     start = read_checkpoint(source)["model"]

@@ -67,3 +67,21 @@ def tiny_config(tmp_path: Path, **tables: Any) -> TrainConfig:
 def make_data(tmp_path: Path, train_files: int = 3, val_files: int = 1, seconds: float = 0.5) -> None:
     write_tones(tmp_path / "train", train_files, seconds, seed=1)
     write_tones(tmp_path / "val", val_files, seconds, seed=2)
+
+
+def torchrun_train(tmp_path: Path, config: Path, *args: str, timeout: int = 600) -> "subprocess.CompletedProcess":
+    """`torchrun --standalone --nproc_per_node=2 -m lyra train CONFIG ARGS...` on two CPU processes
+    (one thread each) in `tmp_path`; the run must succeed."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "lyra", "train", str(config), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
