@@ -9,6 +9,8 @@ A checkpoint is a `torch.save`d dict of plain data and tensors only, so it loads
       "model": state_dict,              # the VAE's weights (fp32)
       "providers": {"activation/snake": "lyra", ...},   # which package provided each component
       "ema": state_dict | absent,       # an exponential moving average of the weights ([ema] in training)
+      "fingerprints": {"model": "1f0c...", "ema": "..."},   # `model_fingerprint` of each, so loading
+                                        # needs no hashing (absent in older checkpoints: computed then)
       "train": {...} | absent,          # training state, owned by the training engine
     }
 
@@ -46,7 +48,7 @@ import torch
 from lyra import registry
 from lyra.atomic import atomic_path
 from lyra.config import ModelConfig, from_dict
-from lyra.errors import LyraError
+from lyra.errors import LyraError, first_line
 from lyra.model import VAE, build_model
 
 FORMAT = "lyra-checkpoint"
@@ -75,6 +77,7 @@ def checkpoint_dict(model: VAE, train_state: dict[str, Any] | None = None,
     }
     if ema is not None:
         state["ema"] = {k: v.detach().cpu() for k, v in ema.items()}
+    state["fingerprints"] = stored_fingerprints(model.config, state["model"], state.get("ema"))
     if train_state is not None:
         state["train"] = train_state
     return state
@@ -96,8 +99,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LyraError(f"{path}: not a readable Lyra checkpoint ({first})") from None
+        raise LyraError(f"{path}: not a readable Lyra checkpoint ({first_line(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LyraError(f"{path}: not a Lyra checkpoint")
     if state.get("version") != VERSION:
@@ -135,6 +137,10 @@ def _check_structure(state: dict[str, Any], source: str) -> None:
     providers = state.get("providers", {})
     if not isinstance(providers, dict) or not all(isinstance(v, str) for v in providers.values()):
         raise LyraError(f"{source}: 'providers' must be a table of package names")
+    fingerprints = state.get("fingerprints", {})
+    if not isinstance(fingerprints, dict) or not all(
+            isinstance(v, str) and len(v) == 16 and all(c in "0123456789abcdef" for c in v) for v in fingerprints.values()):
+        raise LyraError(f"{source}: 'fingerprints' must be a table of 16-digit hexadecimal strings")
     if "train" in state and not isinstance(state["train"], dict):
         raise LyraError(f"{source}: 'train' must be a table, got {_kind(state['train'])}")
 
@@ -319,11 +325,40 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", ema: bool =
     return model.to(device).eval()
 
 
+def load_model_and_fingerprint(path: str | Path, device: str | torch.device = "cpu",
+                               ema: bool = True) -> tuple[VAE, str]:
+    """`load_model`, and the fingerprint of the weights it loaded: the one stored in the
+    checkpoint when it has it (saved since fingerprints were stored), else computed."""
+    state = read_checkpoint(path)
+    model = model_from_state(state, str(path), ema=ema).to(device).eval()
+    which = "ema" if ema and "ema" in state else "model"
+    stored = state.get("fingerprints")
+    fingerprint = stored.get(which) if isinstance(stored, dict) else None
+    if not isinstance(fingerprint, str):
+        fingerprint = model_fingerprint(model)
+    return model, fingerprint
+
+
+def stored_fingerprints(config: ModelConfig, weights: dict[str, torch.Tensor],
+                        ema: dict[str, torch.Tensor] | None = None) -> dict[str, str]:
+    """What a checkpoint stores so loading needs no hashing: the fingerprint of its weights
+    (``model``) and, with EMA weights, of the model that loads them (``ema``)."""
+    out = {"model": weights_fingerprint(config, weights)}
+    if ema is not None:
+        out["ema"] = weights_fingerprint(config, {**weights, **ema})
+    return out
+
+
 def model_fingerprint(model: VAE) -> str:
     """A short hash of the model's config and weights: identifies which model wrote a latent."""
+    return weights_fingerprint(model.config, _unwrap(model).state_dict())
+
+
+def weights_fingerprint(config: ModelConfig, weights: dict[str, torch.Tensor]) -> str:
+    """`model_fingerprint` of the model `config` builds holding `weights` (a state dict)."""
     h = hashlib.sha256()
-    h.update(json.dumps(fingerprint_config(model.config), sort_keys=True).encode())
-    for name, tensor in sorted(_unwrap(model).state_dict().items()):
+    h.update(json.dumps(fingerprint_config(config), sort_keys=True).encode())
+    for name, tensor in sorted(weights.items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()[:16]

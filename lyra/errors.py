@@ -1,10 +1,19 @@
-"""The one exception type a user can cause.
+"""The one exception type a user can cause, and how any exception becomes one line.
 
 Every error that bad input, a bad config or a bad file can produce is a `LyraError` whose
 message is one line naming the file, key or value at fault. The CLI prints it without a
 traceback and exits non-zero; library callers can catch it.
 """
 
+from __future__ import annotations
+
 
 class LyraError(Exception):
     """A user-facing error with a one-line message."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of `exc`'s message, or its type's name when it has none: the cause a
+    one-line error quotes (``f"{path}: not a readable checkpoint ({first_line(exc)})"``)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -6,7 +6,8 @@ import pickle
 import pytest
 import torch
 
-from lyra.checkpoint import load_model, model_fingerprint, read_checkpoint, save_checkpoint
+from lyra.checkpoint import (load_model, load_model_and_fingerprint, model_fingerprint, read_checkpoint,
+                             save_checkpoint)
 from lyra.cli import main
 from lyra.config import ModelConfig
 from lyra.errors import LyraError
@@ -40,6 +41,23 @@ def test_fingerprint_identifies_weights_and_config():
     with torch.no_grad():
         b.decoder.conv_out.bias[0] += 1e-6
     assert model_fingerprint(a) != model_fingerprint(b)
+
+
+def test_stored_fingerprints_equal_hashing_the_loaded_weights(tmp_path):
+    torch.manual_seed(1)
+    model = build_model(tiny())
+    ema = {k: v + torch.randn_like(v) for k, v in model.state_dict().items() if k.endswith("weight")}
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, model, ema=ema)
+    for use_ema in (True, False):
+        loaded, fingerprint = load_model_and_fingerprint(path, ema=use_ema)
+        assert fingerprint == model_fingerprint(loaded)
+    assert load_model_and_fingerprint(path, ema=True)[1] != load_model_and_fingerprint(path, ema=False)[1]
+    state = torch.load(path, weights_only=True)
+    del state["fingerprints"]                      # a checkpoint saved before they were stored
+    torch.save(state, path)
+    loaded, fingerprint = load_model_and_fingerprint(path)
+    assert fingerprint == model_fingerprint(loaded) == model_fingerprint(load_model(path))
 
 
 class Evil:
@@ -158,6 +176,7 @@ def test_a_tiny_file_claiming_a_huge_model_is_refused_before_allocating(tmp_path
     (lambda s: s["model"].update({"decoder.conv_out.bias": torch.zeros(2, dtype=torch.int64)}),
      "weight decoder.conv_out.bias is a torch.int64"),
     (lambda s: s.update(providers=["lyra"]), "'providers' must be a table of package names"),
+    (lambda s: s.update(fingerprints={"model": "not hex"}), "'fingerprints' must be a table of 16-digit"),
 ])
 def test_damaged_checkpoint_structure_is_one_line_naming_the_file(tmp_path, change, message):
     path, state = _saved(tmp_path)
