@@ -1,6 +1,6 @@
 """The codec as `lyra encode/decode` runs it, in seconds of audio per second.
 
-`codec_seconds` of synthetic voiced stereo audio (`lyra.train.synth.voiced_clip`: harmonic
+`codec_seconds` of synthetic voiced stereo audio (`lyra.synth.voiced_clip`: harmonic
 voices, formants, breath noise), encoded and decoded:
 
 - whole file: ``model.encode`` / ``model.decode`` of the clip at once (what the CLI does
@@ -30,7 +30,7 @@ from benchmarks.variants import CODEC_VARIANTS, Variant, build_codec, require
 from lyra.inference import model_device_dtype
 from lyra.metrics import si_sdr
 from lyra.streaming import decode_stream, encode_stream
-from lyra.train.synth import voiced_clip
+from lyra.synth import voiced_clip
 
 CHUNK_SECONDS = 10.0  # `lyra encode/decode --stream`'s default --chunk-seconds
 KINDS = ("encode", "decode", "stream encode", "stream decode")

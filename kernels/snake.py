@@ -54,6 +54,19 @@ def _program_row(pid, C, T, n_blocks, LOG_ALPHA, LOG_BETA, EPS: tl.constexpr, BL
 
 
 @triton.jit
+def _load_f32(PTR, b, c, t, mask, stride_b, stride_c, stride_t):
+    """Row (b, c) of a [B, C, T] tensor with any strides, at times `t`, as float32 (0 where masked)."""
+    ptrs = PTR + b.to(tl.int64) * stride_b + c.to(tl.int64) * stride_c + t.to(tl.int64) * stride_t
+    return tl.load(ptrs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store(PTR, row, T, t, mask, value):
+    """`value` into row `row` (= b * C + c) of a contiguous [B, C, T] output, in its dtype."""
+    tl.store(PTR + row.to(tl.int64) * T + t, value.to(PTR.dtype.element_ty), mask=mask)
+
+
+@triton.jit
 def _snake_fwd_kernel(
     X, LOG_ALPHA, LOG_BETA, Y,
     C, T, n_blocks,
@@ -62,11 +75,9 @@ def _snake_fwd_kernel(
 ):
     row, block, b, c, t, mask, alpha, beta, inv = _program_row(
         tl.program_id(0), C, T, n_blocks, LOG_ALPHA, LOG_BETA, EPS, BLOCK_T)
-    x_ptrs = X + b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc + t.to(tl.int64) * stride_xt
-    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    x = _load_f32(X, b, c, t, mask, stride_xb, stride_xc, stride_xt)
     s = tl.sin(alpha * x)
-    y = x + inv * s * s
-    tl.store(Y + row.to(tl.int64) * T + t, y.to(Y.dtype.element_ty), mask=mask)
+    _store(Y, row, T, t, mask, x + inv * s * s)
 
 
 @triton.jit
@@ -79,17 +90,14 @@ def _snake_bwd_kernel(
 ):
     row, block, b, c, t, mask, alpha, beta, inv = _program_row(
         tl.program_id(0), C, T, n_blocks, LOG_ALPHA, LOG_BETA, EPS, BLOCK_T)
-    t64 = t.to(tl.int64)
-    g_ptrs = G + b.to(tl.int64) * stride_gb + c.to(tl.int64) * stride_gc + t64 * stride_gt
-    x_ptrs = X + b.to(tl.int64) * stride_xb + c.to(tl.int64) * stride_xc + t64 * stride_xt
-    g = tl.load(g_ptrs, mask=mask, other=0.0).to(tl.float32)  # masked lanes: g = 0, no contribution
-    x = tl.load(x_ptrs, mask=mask, other=0.0).to(tl.float32)
+    g = _load_f32(G, b, c, t, mask, stride_gb, stride_gc, stride_gt)  # masked lanes: g = 0, no contribution
+    x = _load_f32(X, b, c, t, mask, stride_xb, stride_xc, stride_xt)
 
     ax = alpha * x
     s = tl.sin(ax)
     sin2 = 2.0 * s * tl.cos(ax)      # sin(2 alpha x)
     gx = g * (1.0 + inv * alpha * sin2)
-    tl.store(GX + row.to(tl.int64) * T + t, gx.to(GX.dtype.element_ty), mask=mask)
+    _store(GX, row, T, t, mask, gx)
 
     # grad_log_alpha[c] = alpha * sum(g * inv * x * sin2); grad_log_beta[c] = -beta * inv^2 * sum(g * s^2)
     d_log_alpha = alpha * inv * tl.sum(g * x * sin2, axis=0)

@@ -1,7 +1,9 @@
 """Lyra: a VAE neural audio codec toolkit.
 
 Importing `lyra` has no side effects: it loads no plugins, compiles nothing, touches no
-device and reads no files.
+device and reads no files. It does not even import torch: the names below are loaded on
+first use (PEP 562), so that ``lyra --help`` and other commands that need no model start
+quickly.
 
     import lyra
     model = lyra.build_model()                 # the default 255,858,050-parameter model
@@ -9,11 +11,67 @@ device and reads no files.
     audio = model.decode(model.sample(mean, logvar), T)
 """
 
-from lyra import registry
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
-from lyra.model import VAE, build_model
-from lyra.snake import snake
+from __future__ import annotations
 
-__all__ = ["LyraError", "ModelConfig", "VAE", "build_model", "registry", "snake"]
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+# name -> (module, attribute in it; None for the module itself)
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "Codec": ("lyra.codec", "Codec"),
+    "LyraError": ("lyra.errors", "LyraError"),
+    "ModelConfig": ("lyra.config", "ModelConfig"),
+    "VAE": ("lyra.model", "VAE"),
+    "build_model": ("lyra.model", "build_model"),
+    "registry": ("lyra.registry", None),
+    "snake": ("lyra.snake", "snake"),
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:   # for type checkers and editors; never executed
+    from lyra import registry
+    from lyra.codec import Codec
+    from lyra.config import ModelConfig
+    from lyra.errors import LyraError
+    from lyra.model import VAE, build_model
+    from lyra.snake import snake
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'lyra' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value          # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names, loaded or not, and the module's dunders."""
+    return sorted({*__all__, "__version__", *(name for name in globals() if name.startswith("__"))})
+
+
+class _Package(types.ModuleType):
+    """`lyra`'s module type. Importing the submodule `lyra.snake` makes Python set the
+    package's attribute ``snake`` to that module; here ``lyra.snake`` stays the function
+    (as ``from lyra.snake import snake`` at the end of an eager ``__init__`` would leave it)."""
+
+    @property
+    def snake(self) -> Any:
+        from lyra.snake import snake
+
+        return snake
+
+    @snake.setter
+    def snake(self, value: Any) -> None:
+        """The import system recording the submodule: `sys.modules` keeps it."""
+
+
+sys.modules[__name__].__class__ = _Package

@@ -33,44 +33,43 @@ _LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, suffix: str | None = None) -> Iterator[BinaryIO]:
+    """`path` as a binary file object to write (see the module doc); ``-`` is standard output."""
     if str(path) == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    path = Path(path)
-    if _is_device(path):   # /dev/null, a FIFO: written in place (renaming onto it would replace it)
-        with open(path, "wb") as f:
+    with _replacing(Path(path), suffix or ".tmp") as (fd, target):
+        # The open descriptor, not the name: a temporary removed by a signal is not re-created.
+        with open(target, "wb") if fd is None else os.fdopen(fd, "wb", closefd=False) as f:
             yield f
-        return
-    with _temporary(path, suffix or ".tmp") as (fd, tmp):
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
-    """Like `atomic_write`, for writers that want a file name (soundfile, torch.save)."""
+    """Like `atomic_write`, for writers that want a file name (soundfile, torch.save): the name
+    to write (a temporary with `path`'s suffix unless `suffix` is given)."""
     path = Path(path)
-    if _is_device(path):
-        yield path
-        return
-    with _temporary(path, suffix or path.suffix) as (fd, tmp):
-        os.close(fd)
-        yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+    with _replacing(path, suffix or path.suffix) as (_, target):
+        yield target
 
 
 @contextlib.contextmanager
-def _temporary(path: Path, suffix: str) -> Iterator[tuple[int, Path]]:
-    """A new temporary file beside `path` (its descriptor and name), renamed onto `path` when
-    the block succeeds and removed when it fails; an error names `path`, not the temporary."""
+def _replacing(path: Path, suffix: str) -> Iterator[tuple[int | None, Path]]:
+    """What both of the above do: a new temporary file beside `path` (its open descriptor and
+    its name), fsynced and renamed onto `path` when the block succeeds, removed when it fails;
+    an error names `path`, not the temporary. A device or FIFO (``/dev/null``) is written in
+    place, renaming onto it would replace it: (None, `path`)."""
+    if _is_device(path):
+        yield None, path
+        return
     directory = _check_target(path)
     fd, tmp = _new_temporary(path, directory, suffix)
     try:
-        yield fd, tmp
+        try:
+            yield fd, tmp
+            os.fsync(fd)          # the file's data, whichever descriptor or name wrote it
+        finally:
+            os.close(fd)
         _commit(tmp, path)
     except BaseException as exc:
         _discard(tmp)

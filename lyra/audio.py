@@ -51,9 +51,11 @@ import soundfile
 import torch
 
 from lyra.atomic import atomic_path
-from lyra.errors import LyraError
+from lyra.durations import format_duration
+from lyra.errors import LyraError, first_line
+from lyra.fullread import read_upto
 from lyra.fullwrite import write_all
-from lyra.streaming import Context, OverlapStream, run_stream
+from lyra.overlap import Context, OverlapStream, run_stream
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff")   # picked from folders
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
@@ -101,6 +103,16 @@ class AudioSource:
     def read_all(self) -> torch.Tensor:
         """The whole file as one [channels, T] tensor."""
         return torch.cat(list(self.blocks()), dim=-1)
+
+    @property
+    def expected_frames(self) -> int | None:
+        """How many frames the file should hold, when known before reading it: what its
+        header declares, else libsndfile's count for a file it can seek in (for progress)."""
+        if self.declared_frames is not None:
+            return self.declared_frames
+        if self._sf.seekable() and 0 < self._sf.frames < 1 << 48:
+            return self._sf.frames
+        return None
 
     @property
     def truncation(self) -> str | None:
@@ -168,7 +180,7 @@ def open_audio_fd(fd: int, name: str, owned: bool = False) -> AudioSource:
             source: int | BinaryIO = fd
             head: bytes | bytearray = os.pread(fd, _HEAD_BYTES, at)
         else:
-            magic = _read_exactly(fd, 4)
+            magic = read_upto(lambda k: os.read(fd, k), 4)
             if not magic:
                 if owned:
                     _close_fd(fd)
@@ -239,16 +251,6 @@ def _declared_frames(head: bytes) -> int | None:
     return None
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        more = os.read(fd, n - len(data))
-        if not more:
-            break
-        data += more
-    return data
-
-
 def _relay(fd: int, magic: bytes, seen: bytearray, owned: bool) -> int:
     """A pipe that yields `magic` and then everything else from `fd` (so libsndfile sees the
     bytes we peeked at); the first _HEAD_BYTES also go to `seen`, before libsndfile gets them.
@@ -296,8 +298,8 @@ def _quiet_stderr() -> Iterator[None]:
 
 
 def _reason(exc: BaseException) -> str:
-    reason = getattr(exc, "error_string", None) or str(exc)
-    reason = reason.strip().rstrip(".")
+    """libsndfile's own words for `exc` (its ``error_string``), else its message's first line."""
+    reason = (getattr(exc, "error_string", None) or first_line(exc)).strip().rstrip(".")
     if reason.startswith("File does not exist or is not a regular file"):
         return "unrecognised or damaged audio data"   # libsndfile's message after a failed MP3 probe
     return reason or type(exc).__name__
@@ -321,14 +323,9 @@ def _check_finite(block: torch.Tensor, offset: int, sample_rate: int, name: str)
         value = block[channel, index].item()
         at = offset + index
         raise LyraError(
-            f"{name}: sample {at} ({_clock(at / sample_rate)}) of channel {channel + 1} is {value}; "
+            f"{name}: sample {at} ({format_duration(at / sample_rate, millis=True)}) of channel {channel + 1} is {value}; "
             "audio must be finite"
         )
-
-
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(seconds, 60)
-    return f"{int(minutes)}:{seconds:06.3f}"
 
 
 # ---------------------------------------------------------------------------------------

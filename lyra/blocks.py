@@ -29,7 +29,7 @@ built-in is ``streamable``: it mixes time only through its own convolutions.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -95,24 +95,9 @@ def _residual_stack(channels: int, dilations: tuple[int, ...], kernel_size: int,
     ))
 
 
-@registry.register("encoder_block", "encoder_block", streamable=True)
-class EncoderBlock(nn.Module):
-    """Residual units at the input width, Snake, then a strided conv that divides time by s."""
-
-    def __init__(self, in_channels: int, out_channels: int, stride: int,
-                 dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
-                 activation: str = "snake", residual_unit: str = "residual_unit",
-                 **block_options: Any) -> None:
-        super().__init__()
-        self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, block_options)
-        self.act = registry.create("activation", activation, channels=in_channels, **block_options)
-        # k = 2s, p = ceil(s/2): for T a multiple of s the output is exactly T/s long.
-        self.down = nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride,
-                              padding=math.ceil(stride / 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.res(x)                   # [B, Cin, T] -> [B, Cin, T]
-        return self.down(self.act(x))     # [B, Cin, T] -> [B, Cout, T/s]
+def _downsample(in_channels: int, out_channels: int, stride: int) -> nn.Conv1d:
+    # k = 2s, p = ceil(s/2): for T a multiple of s the output is exactly T/s long.
+    return nn.Conv1d(in_channels, out_channels, 2 * stride, stride=stride, padding=math.ceil(stride / 2))
 
 
 def _upsample(in_channels: int, out_channels: int, stride: int) -> nn.ConvTranspose1d:
@@ -121,9 +106,13 @@ def _upsample(in_channels: int, out_channels: int, stride: int) -> nn.ConvTransp
                               padding=math.ceil(stride / 2), output_padding=stride % 2)
 
 
-@registry.register("decoder_block", "decoder_block", streamable=True)
-class DecoderBlock(nn.Module):
-    """Residual units at the input width, Snake, then a transposed conv that multiplies time by s."""
+class _ResidualsThenResample(nn.Module):
+    """The design document's block: residual units at the input width, Snake, then the
+    convolution that resamples time by `stride`. A subclass gives that convolution
+    (`resampler`) and its attribute name (`resampler_name`, hence its state-dict keys)."""
+
+    resampler_name: str
+    resampler: Callable[[int, int, int], nn.Module]
 
     def __init__(self, in_channels: int, out_channels: int, stride: int,
                  dilations: tuple[int, ...] = (1, 3, 9), kernel_size: int = 7,
@@ -132,11 +121,25 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.res = _residual_stack(in_channels, dilations, kernel_size, activation, residual_unit, block_options)
         self.act = registry.create("activation", activation, channels=in_channels, **block_options)
-        self.up = _upsample(in_channels, out_channels, stride)
+        self.add_module(self.resampler_name, self.resampler(in_channels, out_channels, stride))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.res(x)                   # [B, Cin, T] -> [B, Cin, T]
-        return self.up(self.act(x))       # [B, Cin, T] -> [B, Cout, T*s]
+        x = self.res(x)                                          # [B, Cin, T] -> [B, Cin, T]
+        return getattr(self, self.resampler_name)(self.act(x))   # -> [B, Cout, T/s] or [B, Cout, T*s]
+
+
+@registry.register("encoder_block", "encoder_block", streamable=True)
+class EncoderBlock(_ResidualsThenResample):
+    """Residual units at the input width, Snake, then a strided conv that divides time by s."""
+
+    resampler_name, resampler = "down", staticmethod(_downsample)
+
+
+@registry.register("decoder_block", "decoder_block", streamable=True)
+class DecoderBlock(_ResidualsThenResample):
+    """Residual units at the input width, Snake, then a transposed conv that multiplies time by s."""
+
+    resampler_name, resampler = "up", staticmethod(_upsample)
 
 
 @registry.register("decoder_block", "oobleck_decoder_block", streamable=True)

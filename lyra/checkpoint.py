@@ -19,6 +19,11 @@ encode/decode`) and `model_from_state` (and so `lyra train --init-from`) use the
 asked for the raw weights with ``ema=False``. "model" always holds the weights training
 continues from.
 
+A model exported with `lyra export` (`lyra.export`: a weights-only safetensors file) is read
+here too: `read_checkpoint` tells the two apart by content and returns the checkpoint dict the
+export stands for (no "ema", no "train"; "export_weights" says which weights it holds), so
+everything that loads a model from a checkpoint takes an export, and ``--resume`` refuses one.
+
 `save_checkpoint` writes atomically; `load_model` rebuilds the model through the registry,
 so a checkpoint naming a plugin's block needs that plugin installed (the error says which
 package provided it).
@@ -96,8 +101,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise LyraError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+    from lyra import export   # imports this module
+
+    if export.is_safetensors(path):   # by content: a torch zip starts with "PK"
+        state = export.read_export(path)
+        _check_structure(state, str(path))
+        return state
+    try:   # a file object: torch.load would take a path ending in .safetensors for safetensors
+        with open(path, "rb") as f:
+            state = torch.load(f, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise LyraError(f"{path}: not a readable Lyra checkpoint ({first_line(exc)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -157,7 +169,30 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint", ema: boo
     its EMA weights if it has them (and `ema`), else its weights."""
     _check_structure(state, source)
     config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
-    providers = state.get("providers", {})
+    check_components_installed(config, state.get("providers", {}), source)
+    check_ema_choice(state, source, ema)
+    check_weights(config, state["model"], source)
+    model = build_model(config)
+    weights = state["model"]
+    if ema and "ema" in state:   # the averaged weights; anything not averaged (none, today) as trained
+        weights = {**weights, **state["ema"]}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        raise LyraError(f"{source}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
+    return model
+
+
+def check_ema_choice(state: dict[str, Any], source: str, ema: bool) -> None:
+    """Raw weights (``ema=False``) cannot come from an export that holds only EMA weights."""
+    if not ema and state.get("export_weights") == "ema":
+        raise LyraError(f"{source}: is an export of EMA weights; the raw trained weights are not in it "
+                        f"(export them with `lyra export --no-ema`, or load the training checkpoint)")
+
+
+def check_components_installed(config: ModelConfig, providers: dict[str, str], source: str) -> None:
+    """Every component the config names is registered; else which package to install (or
+    whose plugin failed to load), from the checkpoint's providers."""
     for kind, key in COMPONENT_KEYS.items():
         name = getattr(config, key)
         try:
@@ -180,16 +215,6 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint", ema: boo
                 f"{source}: the model uses {kind} '{name}' from package '{package}', which is not "
                 f"installed or not registered; install it (pip install {package}) and retry"
             ) from None
-    check_weights(config, state["model"], source)
-    model = build_model(config)
-    weights = state["model"]
-    if ema and "ema" in state:   # the averaged weights; anything not averaged (none, today) as trained
-        weights = {**weights, **state["ema"]}
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as exc:
-        raise LyraError(f"{source}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
-    return model
 
 
 def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor], source: str) -> None:
@@ -237,6 +262,9 @@ def check_train_state(state: dict[str, Any], source: str | Path) -> None:
     """A checkpoint (from `read_checkpoint`) that a run can resume from: its weights fit its
     config and its "train" table has every key the engine restores, with sound types."""
     source = str(source)
+    if "export_weights" in state:
+        raise LyraError(f"{source}: is an exported model (`lyra export`: weights only), with no training state "
+                        f"to resume from; start a new run from it with --init-from")
     if "train" not in state:
         raise LyraError(f"{source}: has no training state to resume from")
     config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
@@ -319,8 +347,9 @@ def check_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimize
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", ema: bool = True) -> VAE:
-    """The model stored in a checkpoint (from `lyra init-checkpoint` or training), in eval mode:
-    with its EMA weights when it has them, unless `ema` is False."""
+    """The model stored in a checkpoint (from `lyra init-checkpoint` or training) or an
+    export (`lyra export`), in eval mode: with its EMA weights when it has them, unless `ema`
+    is False."""
     model = model_from_state(read_checkpoint(path), str(path), ema=ema)
     return model.to(device).eval()
 
@@ -328,7 +357,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", ema: bool =
 def load_model_and_fingerprint(path: str | Path, device: str | torch.device = "cpu",
                                ema: bool = True) -> tuple[VAE, str]:
     """`load_model`, and the fingerprint of the weights it loaded: the one stored in the
-    checkpoint when it has it (saved since fingerprints were stored), else computed."""
+    checkpoint or export when it has it (saved since fingerprints were stored), else computed."""
     state = read_checkpoint(path)
     model = model_from_state(state, str(path), ema=ema).to(device).eval()
     which = "ema" if ema and "ema" in state else "model"

@@ -50,6 +50,7 @@ import torch
 
 from lyra.atomic import atomic_write
 from lyra.errors import LyraError
+from lyra.fullread import read_upto
 from lyra.fullwrite import write_all
 
 MAGIC = b"\x89LYRA\r\n\x1a\n"
@@ -360,12 +361,7 @@ class LatentReader:
 
     def _read_some(self, n: int) -> bytes:
         """Up to `n` bytes: fewer only at the end of the input."""
-        data = b""
-        while len(data) < n:
-            more = self.f.read(n - len(data))
-            if not more:
-                break
-            data += more
+        data = read_upto(self.f.read, n)
         self.bytes_read += len(data)
         return data
 

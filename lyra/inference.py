@@ -13,6 +13,13 @@
 - ``freeze``: with ``compile``, let inductor treat the weights as constants.
 
 The model comes back in eval mode with gradients off: inference only.
+
+Running it is also here, once: `encode_mean` and `decode_latents` move any float tensor to
+the model's device and dtype, run it under `torch.inference_mode`, and return float32 on the
+CPU, whatever precision and device the model computes in:
+
+    mean = encode_mean(model, audio)             # [B, C, T] -> [B, D, ceil(T / hop)]
+    audio = decode_latents(model, mean, T)       # [B, D, F] -> [B, C, T]
 """
 
 from __future__ import annotations
@@ -75,3 +82,19 @@ def model_device_dtype(model: VAE) -> tuple[torch.device, torch.dtype]:
     """Where the model's weights live and their dtype: what its inputs must be moved to."""
     param = next(model.parameters())
     return param.device, param.dtype
+
+
+def encode_mean(model: VAE, audio: torch.Tensor) -> torch.Tensor:
+    """The posterior mean of `audio`: [B, C, T] (any device, float) -> [B, D, F] float32 on the CPU."""
+    device, dtype = model_device_dtype(model)
+    with torch.inference_mode():
+        mean, _ = model.encode(audio.to(device=device, dtype=dtype))      # [B, C, T] -> [B, D, F]
+    return mean.float().cpu()
+
+
+def decode_latents(model: VAE, latents: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """Audio from latents: [B, D, F] (any device, float) -> [B, C, length or F * hop] float32 on the CPU."""
+    device, dtype = model_device_dtype(model)
+    with torch.inference_mode():
+        audio = model.decode(latents.to(device=device, dtype=dtype), length)   # [B, D, F] -> [B, C, T]
+    return audio.float().cpu()

@@ -40,10 +40,11 @@ GPU memory included) is one line ``lyra: error: ...`` naming it, after the other
 they are still written, and the exit status is 1. ``LYRA_DEBUG=1`` also prints the traceback
 of an error that is not a `LyraError`.
 
-Progress. When standard error is a terminal, rank 0 shows one `rich` progress line for the
-whole job (the other ranks' counts arrive through torchrun's key-value store): files and
-hours of audio done of the total, the speed in times real-time, and the ETA. Otherwise only
-a line at the start and the summary at the end are printed.
+Progress. When standard error is a terminal, rank 0 shows one progress line for the whole job
+(`lyra.progress`; the other ranks' counts arrive through torchrun's key-value store): audio
+done of the total, the speed in times real-time, the time elapsed and left, and the files
+done. Otherwise only a line at the start and the summary at the end are printed; with
+`Job.quiet` (``--quiet``) not even those: only errors.
 
 The manifest (``--manifest PATH``, JSON Lines, written atomically by rank 0, sorted by
 source, the same bytes for 1 or N processes), one object per complete output (encoded now or
@@ -78,7 +79,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence, TypeVar
 
+from lyra.durations import format_duration
 from lyra.errors import LyraError
+from lyra.progress import Progress, draws
 
 T = TypeVar("T")
 
@@ -91,9 +94,10 @@ MANIFEST_FIELDS = ("source", "duration_s", "num_samples", "sample_rate", "frames
 
 @dataclass(frozen=True)
 class Job:
-    """What the command line asks for. `load(device)` returns a codec with ``fingerprint``,
-    ``config`` and ``checkpoint``; `encode(codec, source, target)` writes one .lyra file
-    atomically and returns its (Trailer, Header), or raises `LyraError`/`OSError`."""
+    """What the command line asks for. `load(device)` returns a codec (a `lyra.codec.Codec`:
+    ``fingerprint``, ``config`` and ``checkpoint`` are used here); `encode(codec, source,
+    target)` writes one .lyra file atomically (`Codec.encode_file`) and returns its (Trailer,
+    Header), or raises `LyraError`/`OSError`."""
 
     inp: str
     out: str
@@ -104,6 +108,7 @@ class Job:
     dtype: str = "float16"
     force: bool = False
     manifest: Optional[str] = None
+    quiet: bool = False              # no progress, start line or summary (errors still)
 
 
 @dataclass(frozen=True)
@@ -132,7 +137,7 @@ def run(job: Job) -> None:
 
 def _run(job: Job, group: "Group") -> None:
     codec = group.everywhere(lambda: job.load(group.device_for(job.device)))
-    show = sys.stderr.isatty()
+    show = draws(job.quiet)          # rank 0's stderr is a terminal: every rank reports its counts
 
     def plan() -> tuple[list[tuple[Path, Path]], int, bool]:
         pairs = list_folder(job.inp, job.out, job.suffixes, ".lyra")
@@ -161,11 +166,11 @@ def _run(job: Job, group: "Group") -> None:
     shares = [[todo[j] for j in share] for share in shard([seconds[i] for i in todo], group.world_size)]
     mine = shares[group.rank]
 
-    if group.is_main:
+    if group.is_main and not job.quiet:
         _echo(_start_line(job.out, todo, seconds, shares, len(done), redo, removed))
     started = time.perf_counter()
     results: list[tuple[int, Optional[dict], Optional[str]]] = []
-    with Progress(group, show, len(todo), sum(seconds[i] for i in todo)) as progress:
+    with JobProgress(group, show, len(todo), sum(seconds[i] for i in todo)) as progress:
         for i in mine:
             source, target = pairs[i]
             try:
@@ -201,7 +206,7 @@ def _run(job: Job, group: "Group") -> None:
             final = f"{exc.filename or job.manifest}: {exc.strerror or exc}"
         if failed:
             final = f"{failed} of {len(pairs)} files failed; the others were written to {job.out}"
-        if not final:
+        if not final and not job.quiet:
             _echo(_summary(job, everyone, len(done), wall, group.world_size))
         elif group.world_size > 1:
             _echo(f"lyra: error: {final}")
@@ -215,7 +220,7 @@ def _run(job: Job, group: "Group") -> None:
 
 def _start_line(out: str, todo: list[int], seconds: list[float], shares: list[list[int]], skipped: int,
                 redo: int, removed: int) -> str:
-    line = f"encoding {len(todo)} files ({_duration(sum(seconds[i] for i in todo))} of audio) into {out}"
+    line = f"encoding {len(todo)} files ({format_duration(sum(seconds[i] for i in todo))} of audio) into {out}"
     if len(shares) > 1:
         line += f" with {len(shares)} processes ({' + '.join(str(len(s)) for s in shares)} files)"
     if skipped:
@@ -236,7 +241,7 @@ def _summary(job: Job, everyone: list[list[tuple[int, Optional[dict], Optional[s
     audio = sum(rec["duration_s"] for rec in written)
     if written:
         by = f" by {world_size} processes" if world_size > 1 else ""
-        line += f" ({_duration(audio)} of audio in {_duration(wall)}{by}: {audio / max(wall, 1e-9):.1f}x real-time)"
+        line += f" ({format_duration(audio)} of audio in {format_duration(wall)}{by}: {audio / max(wall, 1e-9):.1f}x real-time)"
     if job.manifest is not None and job.manifest != "-":
         line += f"; manifest {job.manifest}"
     return line
@@ -248,14 +253,6 @@ def _unexpected(source: Path, exc: Exception) -> str:
         traceback.print_exception(exc, file=sys.stderr)
     text = " ".join(str(exc).split()) or "(no message)"
     return f"{source}: {type(exc).__name__}: {text}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 def _echo(message: str) -> None:
@@ -544,29 +541,28 @@ def _attempt(step: Callable[[], T]) -> tuple[Optional[T], Optional[str]]:
 # ---------------------------------------------------------------------------------------
 # Progress
 # ---------------------------------------------------------------------------------------
-class Progress:
-    """The job's progress line on rank 0 when `show` (its stderr is a terminal): files and
-    hours of audio done of the total, times real-time, ETA. Other ranks report their counts
-    (`Group.announce`), which a thread on rank 0 reads twice a second."""
+class JobProgress:
+    """The job's progress line (`lyra.progress.Progress`) on rank 0 when `show` (its stderr is
+    a terminal): audio and files done of the total, times real-time, ETA. Other ranks report
+    their counts (`Group.announce`), which a thread on rank 0 reads twice a second."""
 
     def __init__(self, group: Group, show: bool, files: int, seconds: float) -> None:
         self.group, self.show = group, show
         self.total_files, self.total_seconds = files, seconds
         self.files, self.seconds = 0, 0.0
         self._others = (0, 0.0)
-        self._bar: Any = None
+        # (the line before says how many files and processes)
+        self._bar = Progress("encoding", total=seconds or None, unit="s", quiet=not (show and group.is_main))
         self._stopped = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.Lock()
 
-    def __enter__(self) -> "Progress":
-        if self.show and self.group.is_main:
-            self._bar, self._task = _rich_progress(self.total_files, self.total_seconds)
-            self._bar.start()
-            self._bar.console.show_cursor(True)   # a signal ends the process at once (os._exit)
-            if self.group.world_size > 1 and self.group.store is not None:
-                self._thread = threading.Thread(target=self._poll, name="lyra-progress", daemon=True)
-                self._thread.start()
+    def __enter__(self) -> "JobProgress":
+        self._bar.__enter__()
+        self._draw()
+        if self._bar.enabled and self.group.world_size > 1 and self.group.store is not None:
+            self._thread = threading.Thread(target=self._poll, name="lyra-progress", daemon=True)
+            self._thread.start()
         return self
 
     def advance(self, seconds: float) -> None:
@@ -587,45 +583,17 @@ class Progress:
             self._draw()
 
     def _draw(self, files: Optional[int] = None, seconds: Optional[float] = None) -> None:
-        if self._bar is None:
+        if not self._bar.enabled:
             return
         with self._lock:
             if files is None:
                 files, seconds = self.files + self._others[0], self.seconds + self._others[1]
-            self._bar.update(self._task, completed=seconds, files=files)
+            self._bar.update(completed=seconds, files=f"{files}/{self.total_files} files")
 
     def __exit__(self, kind: Any, *rest: Any) -> None:
         if self._thread is not None:
             self._stopped.set()
             self._thread.join()
-        if self._bar is not None:
-            if kind is None:             # everyone is done: the exact totals
-                self._draw(self.total_files, self.total_seconds)
-            self._bar.stop()
-
-
-def _rich_progress(files: int, seconds: float) -> tuple[Any, Any]:
-    """A one-line rich progress display on stderr (kept to one line: nothing wraps)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.progress import Progress as RichProgress
-    from rich.table import Column
-    from rich.text import Text
-
-    class Audio(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            return Text(f"{task.completed / 3600:.2f}/{(task.total or 0) / 3600:.2f} h audio")
-
-    class Speed(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            return Text(f"{task.speed:.1f}x real-time" if task.speed else "?x real-time")
-
-    def text(format: str) -> TextColumn:
-        return TextColumn(format, table_column=Column(no_wrap=True, overflow="ellipsis"))
-
-    label = "encoding"     # (the line before says how many processes)
-    bar = RichProgress(text(label), BarColumn(bar_width=12), text("{task.fields[files]}/" + str(files) + " files"),
-                       Audio(table_column=Column(no_wrap=True)), Speed(table_column=Column(no_wrap=True)),
-                       text("ETA"), TimeRemainingColumn(), console=Console(file=sys.stderr), refresh_per_second=4)
-    task = bar.add_task(label, total=seconds or None, files=0)
-    return bar, task
+        if kind is None:             # everyone is done: the exact totals
+            self._draw(self.total_files, self.total_seconds)
+        self._bar.__exit__(kind, *rest)

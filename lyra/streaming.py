@@ -1,28 +1,25 @@
-"""Chunked (streaming) encode and decode that equal the whole-signal results.
+"""Chunked (streaming) encode and decode of the VAE, equal to the whole-signal results.
 
 The model is non-causal: a latent frame depends on audio on both sides of it, and an audio
 sample on latent frames on both sides. Streaming therefore runs the model on overlapping
-segments and crops the overlap away:
+segments and crops the overlap away, with the generic engine of `lyra.overlap`
+(`OverlapStream`). This module supplies what that engine needs to know about the model:
 
-    input   |<- left ctx ->|<------ core: N steps ------>|<- right ctx ->|
-    output                 |<- kept: the core's outputs ->|
+- the context on each side, which is the model's receptive field, computed from its
+  convolution layers (`receptive_field`, `streaming_plan`), never hard-coded; a model whose
+  layers streaming cannot vouch for is refused (`check_local_in_time`);
+- the operators: the encoder on a segment (`encode_stream`), and the decoder run stage by
+  stage, cropping after each stage to what the later stages still need (`StagedDecoder`,
+  `decode_stream`).
 
-The context on each side is the model's receptive field, computed from its convolution layers
-(`receptive_field`), never hard-coded. Segment boundaries fall on whole steps (a hop of audio
-per latent frame) so every strided layer stays in phase with the whole-signal computation. A
-segment that starts at the beginning of the signal, or ends at its end, sees exactly the zero
-padding the whole-signal pass sees, so the edges of the signal need no special case; interior
-segment edges are wrong only within the receptive field, which is what gets cropped. Hence
-streamed == offline up to float rounding, for any chunk size.
-
-`OverlapStream` is that mechanism for any step-aligned local operator (the encoder, the
-decoder, and the resampler in `lyra.audio`). Memory is bounded by one segment, whatever the
-length of the stream.
+Segments fall on whole latent frames (a hop of audio each), so the streamed result equals
+the whole-signal one up to float rounding, for any chunk size (`lyra.overlap` says why), and
+memory is bounded by one segment, whatever the length of the stream. `lyra.codec.Codec` is
+the friendlier door to the same streams.
 
     for frames in encode_stream(model, audio_blocks, chunk_frames=200): ...   # [D, n] each
     for audio in decode_stream(model, latent_blocks, chunk_frames=200, length=T): ...
 """
-
 from __future__ import annotations
 
 import math
@@ -35,8 +32,9 @@ from torch import nn
 
 from lyra import registry
 from lyra.errors import LyraError
-from lyra.inference import model_device_dtype
+from lyra.inference import encode_mean, model_device_dtype
 from lyra.model import VAE, Decoder, Encoder
+from lyra.overlap import Context, OverlapStream, crop_stream, run_stream
 
 # What streaming understands without being told. Time-mixing layers it measures (with their
 # base class's forward: a subclass may only change parameters or buffers) ...
@@ -47,14 +45,6 @@ _LOCAL = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity, nn.Dropout,
           nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
           nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid)
 _LYRA = (VAE, Encoder, Decoder)  # Lyra's own containers: they only chain their stages
-
-
-@dataclass(frozen=True)
-class Context:
-    """How far outputs depend on inputs beyond the span they cover, on each side (in steps)."""
-
-    left: int
-    right: int
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,85 +205,6 @@ def decoder_context(model: VAE) -> Context:
 
 
 # ---------------------------------------------------------------------------------------
-# Overlap-and-crop over a stream
-# ---------------------------------------------------------------------------------------
-class OverlapStream:
-    """Apply a local, step-aligned operator to a stream in overlapping segments.
-
-    ``fn(segment, keep)`` runs the operator on a segment of ``n * in_step`` input samples
-    (last axis; the final segment may be any length: it ends where the signal ends) and
-    returns its outputs for the output steps `keep` (a `slice` relative to the segment's
-    first output step; ``keep.stop`` is None on the final segment: everything to the end).
-    `context` is in steps; `chunk` is the number of output steps per segment (the "core").
-    `push` blocks of any size, then `finish`.
-    """
-
-    def __init__(self, fn: Callable[[torch.Tensor, slice], torch.Tensor], in_step: int,
-                 context: Context, chunk: int) -> None:
-        if chunk < 1:
-            raise LyraError(f"chunk must be at least one step, got {chunk}")
-        self.fn, self.in_step = fn, in_step
-        self.context, self.chunk = context, chunk
-        self._pieces: list[torch.Tensor] = []   # buffered input, starting at self._start
-        self._buffered = 0
-        self._start = 0                          # absolute input index of the buffer (step-aligned)
-        self._next = 0                           # next output step to emit
-        self._finished = False
-
-    @property
-    def buffered(self) -> int:
-        """Input samples held right now (bounded by one segment plus one pushed block)."""
-        return self._buffered
-
-    def push(self, block: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Add input; yield every output chunk that is now fully determined."""
-        if self._finished:
-            raise RuntimeError("push after finish")
-        if block.shape[-1] == 0:
-            return
-        self._pieces.append(block)
-        self._buffered += block.shape[-1]
-        need = (self._next + self.chunk + self.context.right) * self.in_step  # input end required
-        while self._start + self._buffered >= need:
-            yield self._run(need, self.chunk)
-            self._next += self.chunk
-            self._drop_before(max(0, self._next - self.context.left) * self.in_step)
-            need = (self._next + self.chunk + self.context.right) * self.in_step
-
-    def finish(self) -> Iterator[torch.Tensor]:
-        """The input has ended: yield the outputs that remain."""
-        self._finished = True
-        end = self._start + self._buffered
-        if end > self._next * self.in_step:
-            yield self._run(end, None)
-        self._pieces, self._buffered = [], 0
-
-    def _run(self, end: int, steps: int | None) -> torch.Tensor:
-        first = max(0, self._next - self.context.left)                     # segment's first step
-        buffer = torch.cat(self._pieces, dim=-1) if len(self._pieces) > 1 else self._pieces[0]
-        self._pieces = [buffer]
-        segment = buffer[..., first * self.in_step - self._start:end - self._start]
-        offset = self._next - first
-        return self.fn(segment, slice(offset, None if steps is None else offset + steps))
-
-    def _drop_before(self, index: int) -> None:
-        buffer = self._pieces[0]                  # _run left one piece
-        cut = index - self._start
-        if cut > 0:
-            # A view: the next push's torch.cat copies it into a fresh, compact buffer.
-            self._pieces = [buffer[..., cut:]]
-            self._buffered -= cut
-            self._start = index
-
-
-def run_stream(stream: OverlapStream, blocks: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """Feed every block to `stream`, then finish it; yield the outputs in order."""
-    for block in blocks:
-        yield from stream.push(block)
-    yield from stream.finish()
-
-
-# ---------------------------------------------------------------------------------------
 # The codec
 # ---------------------------------------------------------------------------------------
 def encode_stream(model: VAE, blocks: Iterable[torch.Tensor], chunk_frames: int) -> Iterator[torch.Tensor]:
@@ -301,13 +212,8 @@ def encode_stream(model: VAE, blocks: Iterable[torch.Tensor], chunk_frames: int)
 
     The concatenated output equals ``model.encode(whole)[0][0]`` (ceil(T / hop) frames).
     """
-    device, dtype = model_device_dtype(model)
-
     def encode(segment: torch.Tensor, keep: slice) -> torch.Tensor:
-        x = segment.to(device=device, dtype=dtype)[None]   # [C, n] -> [1, C, n]
-        with torch.inference_mode():
-            mean, _ = model.encode(x)                                  # [1, C, n] -> [1, D, f]
-        return mean[0, :, keep].float().cpu()                          # [D, kept frames]
+        return encode_mean(model, segment[None])[0, :, keep]          # [C, n] -> [D, kept frames]
 
     stream = OverlapStream(encode, model.hop_length, encoder_context(model), chunk_frames)
     return run_stream(stream, blocks)
@@ -365,32 +271,3 @@ def decoder_stages(dec: nn.Module) -> list[nn.Module] | None:
     if not all(hasattr(dec, k) for k in ("conv_in", "blocks", "act_out", "conv_out", "squash")):
         return None
     return [dec.conv_in, *dec.blocks, nn.Sequential(dec.act_out, dec.conv_out, dec.squash)]
-
-
-def crop_stream(blocks: Iterable[torch.Tensor], length: int | Callable[[], int] | None,
-                slack: int) -> Iterator[torch.Tensor]:
-    """Pass [..., n] blocks through, cutting the total to `length` samples.
-
-    `length` may be a callable, asked only once the blocks are exhausted; until then the last
-    `slack` samples (at least the most the total can exceed `length` by) are held back.
-    """
-    pending: list[torch.Tensor] = []
-    held = done = 0
-    for block in blocks:
-        pending.append(block)
-        held += block.shape[-1]
-        if held > slack:
-            joined = torch.cat(pending, dim=-1)
-            yield joined[..., :held - slack]
-            done += held - slack
-            pending, held = [joined[..., held - slack:]], slack
-    total = length() if callable(length) else length
-    tail = torch.cat(pending, dim=-1) if pending else None
-    if total is None:
-        if tail is not None and tail.shape[-1]:
-            yield tail
-        return
-    if not done <= total <= done + held:
-        raise LyraError(f"decoded {done + held} samples, cannot crop them to {total}")
-    if total > done:
-        yield tail[..., :total - done]

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import ctypes
+import errno
+import fcntl
 import os
+import pty
+import re
 import select
 import shutil
 import signal
 import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -73,6 +78,51 @@ def lyra_many(commands: Sequence[Sequence[object]], cwd: Path | None = None,
         out, err = proc.communicate(timeout=600)
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err.decode(errors="replace")))
     return results
+
+
+def run_on_pty(args: Sequence[object], cwd: Path | None = None, env: dict[str, str] | None = None,
+               columns: int = 100) -> tuple[int, str]:
+    """Run `lyra ARGS...` with stdin, stdout and stderr on a pseudo-terminal `columns` wide, as
+    in a terminal window; its exit status and everything it wrote (stdout and stderr mixed, with
+    the terminal's escape codes and carriage returns). Reads until the terminal reports EOF,
+    which on Linux is EIO once the last process holding it has ended: no timing involved."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = dict(env or lyra_env())
+    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(name, None)                 # the window size decides, as in a terminal
+    env["TERM"] = "xterm-256color"
+    try:
+        proc = subprocess.Popen([lyra_executable(), *map(str, args)], stdin=slave, stdout=slave, stderr=slave,
+                                cwd=cwd, env=env, start_new_session=True)
+    finally:
+        os.close(slave)                     # the child's copies are the only ones left
+    chunks = []
+    try:
+        while True:
+            ready, _, _ = select.select([master], [], [], 600)   # only bounds a broken run
+            assert ready, f"lyra wrote nothing for 600 s; so far: {b''.join(chunks).decode(errors='replace')}"
+            try:
+                data = os.read(master, 1 << 16)
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    raise
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+    return proc.wait(), b"".join(chunks).decode(errors="replace")
+
+
+ANSI_ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def screen_lines(output: str) -> list[str]:
+    """What a terminal would show of `output`, roughly: escape codes removed, and each line
+    split at carriage returns too (every redraw of a progress line is one entry)."""
+    return re.split(r"\r\n|\r|\n", ANSI_ESCAPE.sub("", output))
 
 
 def write_wav(path: Path, frames: int, channels: int = 2, rate: int = 44100, subtype: str = "PCM_16",

@@ -26,7 +26,7 @@ def assert_no_traceback(err: str) -> None:
     assert "Traceback" not in err and 'File "' not in err, err
 
 
-# Every command here mostly waits for torch to import: they run at once, in one batch.
+# The commands a user first types (most import no torch: tests/test_startup.py), in one batch.
 FIRST_TOUCH = {
     "alone": [], "bogus": ["--bogus"], "frobnicate": ["frobnicate"], "missing OUT": ["encode", "song.wav"],
     "bad number": ["encode", "a.wav", "b.lyra", "-c", "m.pt", "--chunk-seconds", "abc"],

@@ -5,8 +5,9 @@ import io
 import numpy as np
 import soundfile as sf
 
-from lyra.train.demo import run_demo
-from lyra.train.synth import voiced_clip
+from lyra.demo import run_demo
+from lyra.synth import voiced_clip
+from lyra.train.metrics_log import read_metrics
 
 
 def test_synthetic_clips_are_voiced_with_moving_pitch_pauses_and_stereo():
@@ -28,8 +29,17 @@ def test_a_short_demo_run_prints_before_and_after_scores(tmp_path):
     out = io.StringIO()
     before, after = run_demo(tmp_path / "demo", steps=2, stream=out, files=(4, 1, 1.0))
     text = out.getvalue()
-    assert "untrained model" in text and "trained model" in text and "SI-SDR" in text and "mel distance" in text
-    assert f"{before.mel_distance:.3f}" in text and f"{after.mel_distance:.3f}" in text
+    assert "SI-SDR" in text and "mel distance" in text
+    # Each row says which model and which audio it scores: the held-out clip, and the training
+    # log's validation crops (whose SI-SDR differs, and which the log prints as "validation").
+    rows = {line.strip().split("  ")[0]: line.split()[-2:] for line in text.splitlines()
+            if line.startswith("    ") and (", held-out clip " in line or ", validation crops " in line)}
+    assert rows["untrained, held-out clip"] == [f"{before.si_sdr:.2f}", f"{before.mel_distance:.3f}"]
+    assert rows["trained, held-out clip"] == [f"{after.si_sdr:.2f}", f"{after.mel_distance:.3f}"]
+    val = [r for r in read_metrics(tmp_path / "demo" / "run" / "metrics.jsonl") if r["split"] == "val"][-1]
+    assert rows["trained, validation crops *"] == [f"{val['si_sdr']:.2f}", f"{val['mel_distance']:.3f}"]
+    assert f"validation loss {val['loss']:.4f}" in text and f"SI-SDR {val['si_sdr']:.2f} dB" in text   # the log's line
+    assert f"the training log's validation at step {val['step']}" in text
     assert after.mel_distance != before.mel_distance                  # the trained weights were used
     for name in ("held-out-untrained.wav", "held-out-trained.wav"):
         audio, rate = sf.read(tmp_path / "demo" / name)

@@ -18,8 +18,7 @@ from lyra.model import build_model
 from lyra.train.activation_checkpointing import checkpoint_residual_units
 from lyra.train.config import OptimConfig
 from lyra.train.metrics_log import read_metrics
-from lyra.train.png import encode_png
-from lyra.train.progress import Progress
+from lyra.png import encode_png
 from lyra.train.schedule import learning_rate
 from train_helpers import make_data, tiny_config
 
@@ -160,7 +159,7 @@ def test_an_existing_run_is_not_overwritten_and_trackers_are_checked_first(tmp_p
     with pytest.raises(LyraError, match="nothing|no checkpoint to resume"):
         engine.train(tiny_config(tmp_path, run_dir=str(tmp_path / "fresh")), resume=True)
     if not _installed("wandb"):  # W&B is an optional extra, not installed for the tests
-        with pytest.raises(LyraError, match=r"logging.wandb = true needs the 'wandb' package: pip install 'lyra-codec\[wandb\]'"):
+        with pytest.raises(LyraError, match=r"logging.wandb = true needs the 'wandb' package: pip install "):
             engine.train(tiny_config(tmp_path, run_dir=str(tmp_path / "w"), logging={"wandb": True}))
 
 
@@ -193,19 +192,6 @@ def test_learning_rate_schedule():
     linear = OptimConfig(lr=1.0, warmup_steps=0, max_steps=10, min_lr=0.2, schedule="linear")
     assert learning_rate(5, linear) == pytest.approx(0.6)
     assert learning_rate(7, OptimConfig(lr=0.5, warmup_steps=2, schedule="constant")) == 0.5
-
-
-def test_progress_line_shows_step_losses_kl_weight_throughput_and_eta():
-    import io
-
-    stream = io.StringIO()
-    progress = Progress(total=100, start=0, mode="lines", every=10, stream=stream)
-    for step in range(1, 21):
-        progress.update(step, loss=2.5, sc=0.5, mag=2.0, kl=3.0, kl_weight=1e-4, lr=1e-3, audio_per_second=12.5)
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 2 and lines[1].startswith("step  20/100")
-    for part in ("loss 2.5", "sc 0.5", "mag 2", "kl 3", "kl_w 0.0001", "12.5 audio-s/s", "ETA "):
-        assert part in lines[1], part
 
 
 def test_png_encoder_writes_valid_chunks():

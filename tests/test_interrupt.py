@@ -129,7 +129,7 @@ def test_signals_during_the_final_save_do_not_interrupt_it(tmp_path):
     try:
         for line in proc.stderr:       # a progress line per step
             seen.append(line)
-            step = re.match(r"step\s+(\d+)/", line)
+            step = re.match(r"training (\d+)/", line)
             if step and int(step.group(1)) >= 2:
                 break
         proc.send_signal(signal.SIGINT)

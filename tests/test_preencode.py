@@ -171,21 +171,21 @@ def test_a_manifest_replaces_only_a_manifest(tmp_path, capsys, ckpt):
 
 
 def test_a_file_that_fails_in_any_way_is_reported_and_the_others_are_written(tmp_path, capsys, ckpt, monkeypatch):
-    import lyra.cli.codec as codec
+    from lyra.codec import Codec
 
     music = tmp_path / "music"
     music.mkdir()
     for name in ("a", "b", "c"):
         write_wav(music / f"{name}.wav", 3000)
     (music / "bad.wav").write_text("not audio")
-    encode_one = codec._encode_one
+    encode_file = Codec.encode_file
 
-    def out_of_memory_on_b(c, src, *args):
-        if src.endswith("b.wav"):
+    def out_of_memory_on_b(c, src, *args, **kwargs):
+        if str(src).endswith("b.wav"):
             raise RuntimeError("CUDA out of memory.\nTried to allocate 2 GiB")
-        return encode_one(c, src, *args)
+        return encode_file(c, src, *args, **kwargs)
 
-    monkeypatch.setattr(codec, "_encode_one", out_of_memory_on_b)
+    monkeypatch.setattr(Codec, "encode_file", out_of_memory_on_b)
     code, err = run(capsys, "encode", music, tmp_path / "out", "-c", ckpt)
     assert code == 1
     lines = err.splitlines()[1:]                                    # after "encoding 4 files ..."

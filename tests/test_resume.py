@@ -126,7 +126,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, signum):
     seen = []
     for line in proc.stderr:           # a progress line per step: signal once step 2 is done (no clock)
         seen.append(line)
-        step = re.match(r"step\s+(\d+)/", line)
+        step = re.match(r"training (\d+)/", line)
         if step and int(step.group(1)) >= 2:
             break
     proc.send_signal(signum)

@@ -11,8 +11,9 @@ import lyra
 import lyra.blocks
 from lyra import registry
 from lyra.config import ModelConfig
-from lyra.streaming import (Context, OverlapStream, StagedDecoder, crop_stream, decode_stream, decoder_context,
-                            encode_stream, encoder_context, receptive_field, run_stream)
+from lyra.overlap import Context, OverlapStream, crop_stream, run_stream
+from lyra.streaming import (StagedDecoder, decode_stream, decoder_context, encode_stream, encoder_context,
+                            receptive_field)
 
 TOL = 1e-4
 

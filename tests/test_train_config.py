@@ -9,7 +9,7 @@ from lyra.cli import main
 from lyra.config import ModelConfig
 from lyra.errors import LyraError
 from lyra.train.config import TrainConfig, apply_overrides, commented_toml
-from lyra.train.demo import DEMO_TOML_HEADER, demo_config
+from lyra.demo import DEMO_TOML_HEADER, demo_config
 from lyra.train.toml_writer import dumps
 
 REPO = Path(__file__).resolve().parents[1]

@@ -54,7 +54,8 @@ def tiny_config_dict(tmp_path: Path, **tables: Any) -> dict[str, Any]:
         "loss": {"kl_anneal": 2, "kl_anneal_unit": "steps"},
         # One thread: on a shared 2-core machine, two busy-waiting threads per process crawl.
         "runtime": {"device": "cpu", "precision": "fp32", "threads": 1},
-        "logging": {"log_every": 1, "eval_every": 2, "val_audio": 1, "progress": "off"},
+        # No matplotlib figures (about a second per validation): tests/test_plots.py draws them.
+        "logging": {"log_every": 1, "eval_every": 2, "val_audio": 1, "progress": "off", "plots": False},
         "checkpoint": {"save_every": 2, "keep_last": 2},
     }
     return merge(base, tables)

@@ -4,7 +4,7 @@ in fp32 and in bf16 / fp16, compared (BENCHMARKS.md, "Reduced precision").
     python tools/precision_check.py                      # default model, 5 s, fp32 vs bf16 and fp16
     python tools/precision_check.py --model small --seconds 20 --compile
 
-The input is synthetic voiced stereo audio (`lyra.train.synth.voiced_clip`); the model has
+The input is synthetic voiced stereo audio (`lyra.synth.voiced_clip`); the model has
 random weights (seed 0), as no trained weights ship. Each precision is prepared exactly as
 the CLI's ``--precision`` does (`lyra.inference.prepare_model`). Printed per precision: the
 relative error of the latent means against fp32, the SI-SDR of the decoded audio against the
@@ -25,7 +25,7 @@ from lyra.config import ModelConfig
 from lyra.inference import model_device_dtype, native_precision, precision_dtype, prepare_model
 from lyra.metrics import si_sdr
 from lyra.model import build_model
-from lyra.train.synth import voiced_clip
+from lyra.synth import voiced_clip
 
 
 def encode(model, audio: torch.Tensor) -> torch.Tensor:

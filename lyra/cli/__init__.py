@@ -54,10 +54,11 @@ from lyra.cli import codec as _codec  # noqa: E402
 from lyra.cli import demo as _demo  # noqa: E402
 from lyra.cli import imports as _imports  # noqa: E402
 from lyra.cli import model as _model  # noqa: E402
+from lyra.cli import plot as _plot  # noqa: E402
 from lyra.cli import plugins as _plugins  # noqa: E402
 from lyra.cli import train as _train  # noqa: E402
 
-for _module in (_model, _codec, _imports, _plugins, _train, _demo):
+for _module in (_model, _codec, _imports, _plugins, _train, _demo, _plot):
     _module.register(app)
 
 

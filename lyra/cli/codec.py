@@ -5,70 +5,62 @@ Every IN/OUT may be ``-`` (stdin/stdout), so ``... | lyra encode --stream - - | 
 folder OUT (`lyra encode` of a folder is a resumable dataset job, parallel under torchrun:
 `lyra.preencode`). Messages go to stderr (stdout may be carrying data). Outputs are written
 atomically: an error or Ctrl-C leaves nothing behind, and inputs are never modified.
+
+The codec itself is `lyra.codec.Codec` (the library API); this module parses arguments, shows
+progress (`lyra.progress`, on a terminal, unless --quiet) and prints the summaries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
 from lyra.errors import LyraError
 
+if TYPE_CHECKING:
+    from lyra.codec import Codec
+
+OneFile = Callable[[str, str, Optional[Callable[[float, Optional[float]], None]]], str]
+
 DTYPE_CHOICES = ("float16", "bfloat16", "float32", "int8")
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="Model checkpoint (from `lyra init-checkpoint` or `lyra train`).")]
-StreamOpt = Annotated[bool, typer.Option("--stream", help="Process in overlapping chunks: constant memory, starts output at once, same result as without.")]
+StreamOpt = Annotated[bool, typer.Option("--stream", help="Process in overlapping chunks: constant memory, starts output at once, the same result as without within float rounding.")]
 ChunkOpt = Annotated[float, typer.Option("--chunk-seconds", help="Audio per chunk with --stream (plus the model's receptive field of context either side).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Where the model runs: auto (cuda if available), cpu, cuda, cuda:1, ...")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the model (default: torch's choice; use 1 per process when piping two lyra processes on few cores).")]
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model first (a one-off cost of seconds to minutes; then faster, same output within float32 rounding).")]
 EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="Use the checkpoint's EMA weights when it has them (training with [ema] saves them); --no-ema: the raw trained weights.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Compute in fp32, bf16 or fp16 (reduced precision is fast on GPUs and CPUs with AVX-512 BF16/AMX, slow elsewhere).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display and no per-file summary lines (errors and warnings are still printed).")]
 
 
 # ---------------------------------------------------------------------------------------
 # Shared plumbing
 # ---------------------------------------------------------------------------------------
-@dataclass
-class _Codec:
-    """A loaded model and what every file needs from it."""
-
-    model: object
-    fingerprint: str
-    checkpoint: Path
-
-    @property
-    def config(self):
-        return self.model.config
-
-    def chunk_frames(self, seconds: float) -> int:
-        if not seconds > 0:
-            raise LyraError(f"--chunk-seconds: must be positive, got {seconds}")
-        return max(1, round(seconds * self.config.sample_rate / self.config.hop_length))
-
-
 def _load(checkpoint: Path, device: str, threads: Optional[int] = None, precision: str = "fp32",
-          compile: bool = False, ema: bool = True) -> _Codec:
-    import torch
+          compile: bool = False, ema: bool = True, chunk_seconds: Optional[float] = None) -> "Codec":
+    """`Codec.load`, with --chunk-seconds checked before any work."""
+    from lyra.codec import Codec
 
-    from lyra.checkpoint import load_model, model_fingerprint
-    from lyra.inference import precision_dtype, prepare_model, resolve_device
+    codec = Codec.load(checkpoint, device=device, precision=precision, compile=compile, ema=ema, threads=threads)
+    if chunk_seconds is not None:
+        codec.chunk_frames(chunk_seconds)
+    return codec
 
-    if threads is not None:
-        if threads < 1:
-            raise LyraError(f"--threads: must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    precision_dtype(precision)                 # a bad --precision fails before the model loads
-    model = load_model(checkpoint, dev, ema=ema)
-    fingerprint = model_fingerprint(model)     # of the stored (fp32) weights, before any cast
-    return _Codec(prepare_model(model, device=dev, precision=precision, compile=compile), fingerprint, checkpoint)
+
+@contextlib.contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Callable[[float, Optional[float]], None]]:
+    """A progress line for one file (`lyra.progress`: drawn only on a terminal), and the
+    callback `Codec.encode_file`/`decode_file` feed it with: (seconds done, total or None)."""
+    from lyra.progress import Progress
+
+    with Progress(label, total=None, unit="s", quiet=quiet) as bar:
+        yield lambda done, total: bar.update(completed=done, total=total)
 
 
 def _echo(message: str) -> None:
@@ -90,13 +82,15 @@ def _same_file(a: str, b: str) -> bool:
 
 
 def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, label: str,
-               one: Callable[[str, str], str], force: bool = False) -> None:
+               one: OneFile, force: bool = False, quiet: bool = False) -> None:
     """One file, or every matching file of folder `inp` into the mirrored folder `out`.
 
-    `one(src, dst)` processes a file and returns a one-line summary, printed for a single
-    file; a folder gets a progress bar, and failures are listed at the end. Existing outputs
-    are refused before any work unless `force` (--force). (`lyra encode` of a folder is
-    `lyra.preencode` instead: resumable, and parallel under torchrun.)
+    `one(src, dst, progress)` processes a file and returns a one-line summary, printed for a
+    single file unless `quiet`; a single file gets a progress line fed through `progress`
+    (None for the files of a folder, which get one progress line counting files). Failures in
+    a folder are listed at the end. Existing outputs are refused before any work unless
+    `force` (--force). (`lyra encode` of a folder is `lyra.preencode` instead: resumable, and
+    parallel under torchrun.)
     """
     from lyra.atomic import refuse_to_replace
 
@@ -106,9 +100,13 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
             raise LyraError(f"{out}: is the input file; refusing to overwrite it")
         if not force:
             refuse_to_replace(out)
-        _echo(_guard_os(one, inp, out))
+        with _progress(f"{label} {'<stdin>' if inp == '-' else Path(inp).name}", quiet) as report:
+            summary = _guard_os(one, inp, out, report)
+        if not quiet:
+            _echo(summary)
         return
     from lyra.preencode import list_folder
+    from lyra.progress import Progress
 
     dst = Path(out)
     files = list_folder(inp, out, suffixes, out_suffix)
@@ -118,23 +116,25 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
         more = f", as do {len(existing) - 1} more in {out}" if len(existing) > 1 else ""
         raise LyraError(f"{existing[0]}: already exists{more} (pass --force to overwrite)")
     failures: list[str] = []
-    with typer.progressbar(list(targets.items()), label=label, file=sys.stderr, show_pos=True) as bar:
-        for target, path in bar:
+    with Progress(label, total=len(targets), unit="files", quiet=quiet) as bar:
+        for target, path in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
-                _guard_os(one, str(path), str(target))
+                _guard_os(one, str(path), str(target), None)
             except LyraError as exc:
                 failures.append(str(exc))
+            bar.advance(1)
     for message in failures:
         _echo(f"lyra: error: {message}")
     if failures:
         raise LyraError(f"{len(failures)} of {len(files)} files failed; the others were written to {dst}")
-    _echo(f"{len(files)} files written to {dst}")
+    if not quiet:
+        _echo(f"{len(files)} files written to {dst}")
 
 
-def _guard_os(one: Callable[[str, str], str], inp: str, out: str) -> str:
+def _guard_os(one: Callable[..., str], inp: str, out: str, *args: object) -> str:
     try:
-        return one(inp, out)
+        return one(inp, out, *args)
     except OSError as exc:   # disk full, permissions, ...: still one line naming the file
         name = exc.filename or out
         raise LyraError(f"{name}: {exc.strerror or exc}") from None
@@ -158,12 +158,14 @@ def encode(
     downmix: Annotated[bool, typer.Option("--downmix", help="Average inputs with more channels than the model into mono (then duplicated).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists; with a folder IN, encode every file again (without it, complete outputs of the same model are skipped).")] = False,
     manifest: Annotated[Optional[str], typer.Option("--manifest", help="With a folder IN: also write this JSON Lines index, one line per complete output (source, duration_s, num_samples, sample_rate, frames, output), sorted by source.")] = None,
+    quiet: QuietOpt = False,
 ) -> None:
     """Encode audio into a compact .lyra latent file (the posterior mean: deterministic).
 
     Audio is resampled to the model's rate and mono is duplicated to the model's channels.
     Without --stream the whole file is processed at once (memory grows with its length);
-    with --stream it goes through in overlapping chunks with the same result.
+    with --stream it goes through in overlapping chunks with the same result (within float
+    rounding). On a terminal a progress line shows how far it is.
 
     A folder IN is a dataset job: every audio file in it is encoded into the mirrored
     folder OUT. A rerun skips the outputs that are complete (same model and --dtype, every
@@ -191,16 +193,17 @@ def encode(
     if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
         raise LyraError(f"{inp}: not a folder; under torchrun, `lyra encode` shares a folder's files "
                         "among the processes (run one process for one file)")
-    codec = _load(checkpoint, device, threads, precision, compile, ema)
-    frames = codec.chunk_frames(chunk_seconds)
+    codec = _load(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
     from lyra.audio import AUDIO_SUFFIXES
 
-    def one(src: str, dst: str) -> str:
-        trailer, header = _encode_one(codec, src, dst, stream, frames, dtype, downmix)
-        return (f"{_label(dst)}: {trailer.num_frames} frames, {trailer.num_samples / header.sample_rate:.3f} s, "
-                f"{header.bitrate / 1000:.2f} kbit/s ({dtype})")
+    def one(src: str, dst: str, progress) -> str:
+        done = codec.encode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, dtype=dtype,
+                                 downmix=downmix, progress=progress)
+        if done.truncation:
+            _echo(done.truncation)                   # the header promised more than the file holds
+        return f"{_label(dst)}: {done.frames} frames, {done.seconds:.3f} s, {done.bitrate / 1000:.2f} kbit/s ({dtype})"
 
-    _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one, force=force)
+    _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one, force=force, quiet=quiet)
 
 
 def _encode_folder(inp: str, out: str, checkpoint: Path, stream: bool, chunk_seconds: float, device: str,
@@ -210,62 +213,16 @@ def _encode_folder(inp: str, out: str, checkpoint: Path, stream: bool, chunk_sec
     from lyra.audio import AUDIO_SUFFIXES
     from lyra.preencode import Job, run
 
-    def load(dev: str) -> _Codec:      # on this process's device (cuda:LOCAL_RANK under torchrun)
-        codec = _load(checkpoint, dev, threads, precision, compile, ema)
-        codec.chunk_frames(chunk_seconds)
-        return codec
+    def load(dev: str) -> "Codec":      # on this process's device (cuda:LOCAL_RANK under torchrun)
+        return _load(checkpoint, dev, threads, precision, compile, ema, chunk_seconds)
 
-    def encode_file(codec: _Codec, src: str, dst: str):
-        frames = codec.chunk_frames(chunk_seconds)
-        return _guard_os(lambda s, d: _encode_one(codec, s, d, stream, frames, dtype, downmix), src, dst)
+    def encode_file(codec: "Codec", src: str, dst: str):
+        done = codec.encode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, dtype=dtype, downmix=downmix)
+        if done.truncation:
+            _echo(done.truncation)
+        return done.trailer, done.header
 
     run(Job(inp, out, load, encode_file, AUDIO_SUFFIXES, device=device, dtype=dtype, force=force, manifest=manifest))
-
-
-def _encode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: int, dtype: str, downmix: bool):
-    import torch
-
-    from lyra.atomic import atomic_write
-    from lyra.audio import check_channels, conform, load_audio, open_audio
-    from lyra.container import Header, LatentWriter
-    from lyra.inference import model_device_dtype
-    from lyra.streaming import encode_stream
-
-    cfg, model = codec.config, codec.model
-
-    def header(source_rate: int, source_channels: int) -> Header:
-        return Header(cfg.sample_rate, cfg.channels, cfg.hop_length, cfg.latent_dim, dtype,
-                      codec.fingerprint, source_rate, source_channels)
-
-    if not stream:
-        x, info = load_audio(src, cfg.sample_rate, cfg.channels, downmix)   # [C, T]
-        if info.truncation:
-            _echo(info.truncation)                   # the header promised more than the file holds
-        with torch.inference_mode():
-            mean, _ = model.encode(x[None].to(*model_device_dtype(model)))   # [1, C, T] -> [1, D, F]
-        h = header(info.sample_rate, info.channels)
-        with atomic_write(dst) as f:
-            writer = LatentWriter(f, h, _label(dst))
-            writer.write(mean[0].float().cpu())
-            return writer.finish(x.shape[-1], info.frames), h
-
-    with open_audio(src) as source:
-        check_channels(source.channels, cfg.channels, downmix, source.name)
-        h = header(source.sample_rate, source.channels)
-        count = [0]
-
-        def counted() -> Iterator[torch.Tensor]:
-            for block in conform(source, cfg.sample_rate, cfg.channels, downmix):
-                count[0] += block.shape[-1]
-                yield block
-
-        with atomic_write(dst) as f:
-            writer = LatentWriter(f, h, _label(dst))
-            for latents in encode_stream(model, counted(), chunk_frames):
-                writer.write(latents)
-            if source.truncation:
-                _echo(source.truncation)             # the header promised more than the file holds
-            return writer.finish(count[0], source.frames_read), h
 
 
 def _check_input(inp: str) -> None:
@@ -288,80 +245,37 @@ def decode(
     precision: PrecisionOpt = "fp32",
     ema: EmaOpt = True,
     original_rate: Annotated[bool, typer.Option("--original-rate", help="Resample to the source file's rate (stored in the .lyra) instead of the model's.")] = False,
+    original_channels: Annotated[bool, typer.Option("--original-channels", help="Give back the source file's channel count (stored in the .lyra): a mono source decodes to mono (the mean of the model's channels) instead of duplicated channels.")] = False,
     fmt: Annotated[Optional[str], typer.Option("--format", help="wav or flac (default: from OUT's suffix; wav for - and folders).")] = None,
     subtype: Annotated[str, typer.Option("--subtype", help="Sample format: PCM_16 or PCM_24 (WAV or FLAC), FLOAT (WAV). PCM clips to [-1, 1].")] = "PCM_16",
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT (or files in the OUT folder) if it exists.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Decode a .lyra latent file back to audio (WAV or FLAC).
 
     The checkpoint must be the model that encoded the file (its fingerprint is in the
     header). With --stream the latents are decoded in overlapping chunks as they arrive.
+    Audio comes back at the model's rate and channels; --original-rate and
+    --original-channels give the source file's rate and channel count instead (both: the
+    source's format, e.g. mono 48 kHz).
 
     \b
     Examples:  lyra decode song.lyra song.wav -c model.pt
-               lyra decode song.lyra song.flac -c model.pt --original-rate
+               lyra decode song.lyra song.flac -c model.pt --original-rate --original-channels
                lyra encode --stream - - -c model.pt < in.wav | lyra decode --stream - out.wav -c model.pt
     """
     _check_input(inp)
-    codec = _load(checkpoint, device, threads, precision, compile, ema)
-    frames = codec.chunk_frames(chunk_seconds)
+    codec = _load(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
     suffix = "." + (fmt or "wav").lower()
 
-    def one(src: str, dst: str) -> str:
-        written, rate, clipped = _decode_one(codec, src, dst, stream, frames, original_rate, fmt, subtype)
-        if clipped:
-            _echo(f"{_label(dst)}: warning: {clipped} samples outside [-1, 1] were clipped (use --subtype FLOAT to keep them)")
-        return f"{_label(dst)}: {written / rate:.3f} s at {rate} Hz"
+    def one(src: str, dst: str, progress) -> str:
+        done = codec.decode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, original_rate=original_rate,
+                                 original_channels=original_channels, format=fmt, subtype=subtype, progress=progress)
+        if done.clipped:
+            _echo(f"{_label(dst)}: warning: {done.clipped} samples outside [-1, 1] were clipped (use --subtype FLOAT to keep them)")
+        return f"{_label(dst)}: {done.seconds:.3f} s at {done.sample_rate} Hz"
 
-    _run_files(inp, out, (".lyra",), suffix, "decoding", one, force=force)
-
-
-def _decode_one(codec: _Codec, src: str, dst: str, stream: bool, chunk_frames: int,
-                original_rate: bool, fmt: Optional[str], subtype: str) -> tuple[int, int, int]:
-    import torch
-
-    from lyra.audio import AudioWriter, output_format, resample, resample_stream
-    from lyra.container import open_lyra
-    from lyra.inference import model_device_dtype
-    from lyra.streaming import crop_stream, decode_stream
-
-    output_format(dst, fmt)   # a bad OUT is reported before any work
-    model = codec.model
-    with open_lyra(src) as reader:
-        h = reader.header
-        _check_model(codec, h, src)
-        rate = h.source_sample_rate if original_rate else h.sample_rate
-        if not stream:
-            z = reader.read_all()                                              # [D, F]
-            with torch.inference_mode():
-                audio = model.decode(z[None].to(*model_device_dtype(model)), reader.trailer.num_samples)[0]
-            audio = audio.float().cpu()                                        # [C, T]
-            if original_rate:
-                audio = resample(audio, h.sample_rate, rate)[..., :reader.trailer.source_num_samples]
-            with AudioWriter(dst, rate, h.channels, subtype, fmt, frames=audio.shape[-1]) as writer:
-                writer.write(audio)
-            return writer.written, rate, writer.clipped
-
-        blocks = decode_stream(model, reader, chunk_frames, length=lambda: reader.trailer.num_samples)
-        if original_rate:
-            slack = math.ceil(h.source_sample_rate / h.sample_rate) + 1
-            blocks = crop_stream(resample_stream(blocks, h.sample_rate, rate),
-                                 lambda: reader.trailer.source_num_samples, slack)
-        with AudioWriter(dst, rate, h.channels, subtype, fmt) as writer:
-            for block in blocks:
-                writer.write(block)
-        return writer.written, rate, writer.clipped
-
-
-def _check_model(codec: _Codec, header, src: str) -> None:
-    if header.model_fingerprint != codec.fingerprint:
-        raise LyraError(
-            f"{src}: written by model {header.model_fingerprint}, but {codec.checkpoint} is model "
-            f"{codec.fingerprint}; decode with the checkpoint that encoded it"
-        )
-    from lyra.container import check_model
-
-    check_model(header, codec.config, src, str(codec.checkpoint))   # a header altered, CRC redone
+    _run_files(inp, out, (".lyra",), suffix, "decoding", one, force=force, quiet=quiet)
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,6 +291,7 @@ def info(
     Example:  lyra info song.lyra
     """
     from lyra.container import DTYPES, open_lyra
+    from lyra.durations import format_duration
 
     _check_input(file)
     with open_lyra(file) as reader:
@@ -403,18 +318,12 @@ def info(
         ("audio", f"{h.sample_rate} Hz, {h.channels} channels"),
         ("latent", f"{h.latent_dim} channels x {t.num_frames} frames at {h.frame_rate:.2f} Hz (hop {h.hop_length})"),
         ("storage", f"{h.dtype} ({DTYPES[h.dtype]} bits per value{extra})"),
-        ("duration", f"{_clock(seconds)} ({t.num_samples:,} samples)"),
+        ("duration", f"{format_duration(seconds, millis=True)} ({t.num_samples:,} samples)"),
         ("source", f"{h.source_sample_rate} Hz, {h.source_channels} channels, {t.source_num_samples:,} samples"),
         ("bitrate", f"{h.bitrate / 1000:.2f} kbit/s latent payload; {facts['file_kbps']:.2f} kbit/s file"),
     ]
     for key, value in lines:
         typer.echo(f"{key + ':':<10}{value}")
-
-
-def _clock(seconds: float) -> str:
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return (f"{int(hours)}:" if hours else "") + f"{int(minutes):02d}:{secs:06.3f}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -437,6 +346,7 @@ def evaluate(
     dtype: Annotated[str, typer.Option("--dtype", help="With --checkpoint: latent storage to simulate (as in a .lyra file).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average a REF with more channels than DEGRADED (or than the model, with --checkpoint) into mono, as `lyra encode --downmix` does.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (the table or JSON and errors are still printed).")] = False,
 ) -> None:
     """Print reconstruction metrics: SI-SDR (dB, higher is better), multi-resolution STFT
     distance and mel distance (lower is better), per file and averaged over a folder.
@@ -475,16 +385,19 @@ def evaluate(
             other = _match(Path(degraded), rel) if ref_path.is_dir() else Path(degraded)
             return _compare_files(path, other, downmix=downmix)
     else:
-        codec = _load(checkpoint, device, threads, precision, compile, ema)
-        frames = codec.chunk_frames(chunk_seconds)
+        codec = _load(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
 
         def measure(path: Path, rel: str) -> dict[str, float]:
-            return _round_trip(codec, path, stream, frames, dtype, downmix)
+            from lyra.audio import load_audio
+
+            x, _ = load_audio(path, codec.sample_rate, codec.channels, downmix)          # [C, T]
+            y = codec.round_trip(x, dtype=dtype, stream=stream, chunk_seconds=chunk_seconds)   # [C, T]
+            return _metrics(x, y, codec.sample_rate)
 
     if len(pairs) == 1:
         rows, failed = [(pairs[0][1], measure(*pairs[0]))], {}
     else:
-        rows, failed = _measure_all(pairs, measure)
+        rows, failed = _measure_all(pairs, measure, quiet)
     mean = {k: sum(r[k] for _, r in rows) / len(rows) for k in METRICS} if rows else None
     if as_json:
         typer.echo(json.dumps({"files": {name: r for name, r in rows}, "mean": mean, "failed": failed}, indent=2))
@@ -496,19 +409,22 @@ def evaluate(
         raise LyraError(f"{len(failed)} of {len(pairs)} files failed; the others were measured")
 
 
-def _measure_all(pairs: list[tuple[Path, str]], measure: Callable[[Path, str], dict[str, float]]
-                 ) -> tuple[list[tuple[str, dict[str, float]]], dict[str, str]]:
-    """Every pair measured, with a progress bar: (rows, {name: error} for the pairs that failed)."""
+def _measure_all(pairs: list[tuple[Path, str]], measure: Callable[[Path, str], dict[str, float]],
+                 quiet: bool = False) -> tuple[list[tuple[str, dict[str, float]]], dict[str, str]]:
+    """Every pair measured, with a progress line: (rows, {name: error} for the pairs that failed)."""
+    from lyra.progress import Progress
+
     rows: list[tuple[str, dict[str, float]]] = []
     failed: dict[str, str] = {}
-    with typer.progressbar(pairs, label="evaluating", file=sys.stderr) as bar:
-        for path, rel in bar:
+    with Progress("evaluating", total=len(pairs), unit="files", quiet=quiet) as bar:
+        for path, rel in pairs:
             try:
                 rows.append((rel, measure(path, rel)))
             except LyraError as exc:
                 failed[rel] = str(exc)
             except OSError as exc:   # still one line naming the file
                 failed[rel] = f"{exc.filename or path}: {exc.strerror or exc}"
+            bar.advance(1)
     return rows, failed
 
 
@@ -562,29 +478,6 @@ def _compare_files(ref_path: Path, est_path: Path, downmix: bool = False) -> dic
         raise LyraError(f"{est_path}: {est.shape[-1]} samples at {rate} Hz, but {ref_path} has {ref.shape[-1]}")
     n = min(est.shape[-1], ref.shape[-1])
     return _metrics(ref[..., :n], est[..., :n], rate)
-
-
-def _round_trip(codec: _Codec, path: Path, stream: bool, chunk_frames: int, dtype: str, downmix: bool) -> dict[str, float]:
-    import torch
-
-    from lyra.audio import load_audio
-    from lyra.container import stored
-    from lyra.inference import model_device_dtype
-    from lyra.streaming import decode_stream, encode_stream
-
-    cfg, model = codec.config, codec.model
-    x, _ = load_audio(path, cfg.sample_rate, cfg.channels, downmix)        # [C, T]
-    device_dtype = model_device_dtype(model)
-    if stream:
-        blocks = x.split(cfg.sample_rate, dim=-1)
-        z = stored(torch.cat(list(encode_stream(model, blocks, chunk_frames)), dim=-1), dtype)
-        y = torch.cat(list(decode_stream(model, z.split(chunk_frames, dim=-1), chunk_frames, x.shape[-1])), dim=-1)
-    else:
-        with torch.inference_mode():
-            mean, _ = model.encode(x[None].to(*device_dtype))  # [1, C, T] -> [1, D, F]
-            z = stored(mean[0].float().cpu(), dtype)                        # as a .lyra file stores it
-            y = model.decode(z[None].to(*device_dtype), x.shape[-1])[0].float().cpu()
-    return _metrics(x, y, cfg.sample_rate)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""`lyra demo`: the main job end to end on a CPU in a few minutes (see `lyra.train.demo`).
+"""`lyra demo`: the main job end to end on a CPU in a few minutes (see `lyra.demo`).
 
 The demo fills its --out folder (data, run, held-out clips) and replaces what an earlier demo
 left there. A folder it did not make (no `MARKER` file in it) is not touched without --force.
@@ -25,7 +25,7 @@ def demo(
 
     Prints SI-SDR and mel distance of a held-out clip's reconstruction before and after training.
     """
-    from lyra.train.demo import run_demo
+    from lyra.demo import run_demo
 
     _claim(out, force)
     run_demo(out, steps=steps)

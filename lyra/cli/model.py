@@ -1,7 +1,8 @@
-"""Model commands: `lyra model-info`, `lyra init-checkpoint`."""
+"""Model commands: `lyra model-info`, `lyra init-checkpoint`, `lyra export`."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -61,6 +62,46 @@ def init_checkpoint(
     typer.echo(f"wrote {out}")
 
 
+def export(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CKPT", help="The checkpoint (from `lyra train`, `lyra init-checkpoint` or `lyra import`).")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="Where to write the model (a .safetensors file).")],
+    ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Export the checkpoint's EMA weights when it has them (the default); --no-ema: its raw trained weights.")] = True,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Write a checkpoint's model as a weights-only safetensors file.
+
+    The file holds the weights (the EMA weights when the checkpoint has them) and, in its
+    metadata, the model config and fingerprint: `lyra encode/decode/eval` and `lyra train
+    --init-from` take it in place of the checkpoint, and latents written with either decode
+    with the other. It has no training state (`--resume` needs the checkpoint).
+
+    Example:
+
+        lyra export run/best.pt model.safetensors
+    """
+    from lyra.atomic import refuse_to_replace
+    from lyra.export import export_model, read_header
+
+    if str(out) == "-":
+        raise LyraError("OUT: give a file name (an export is not written to standard output)")
+    if out.exists() and checkpoint.exists() and out.samefile(checkpoint):
+        raise LyraError(f"{out}: is the checkpoint being exported; give another output file")
+    if not force:
+        refuse_to_replace(out)
+    metadata = export_model(checkpoint, out, ema=ema)
+    header, _ = read_header(out)
+    parameters = sum(math.prod(entry["shape"]) for entry in header.values())
+    if metadata["weights"] == "ema":
+        which = "EMA weights"
+    elif ema:
+        which = "trained weights (the checkpoint has no EMA weights)"
+    else:
+        which = "trained weights (--no-ema)"
+    typer.echo(f"wrote {out}: {parameters:,} parameters, {out.stat().st_size / 1e6:.1f} MB, "
+               f"model {metadata['fingerprint']}, {which}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("model-info")(model_info)
     app.command("init-checkpoint")(init_checkpoint)
+    app.command("export")(export)

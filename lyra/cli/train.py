@@ -7,10 +7,12 @@
     lyra train cfg.toml --resume                          # continue run_dir/latest.pt exactly
     lyra train cfg.toml --set optim.lr=3e-4 --set data.batch_size=8
     lyra train cfg.toml --init-from sao_vae.pt --freeze-encoder   # fine-tune the decoder of a pretrained VAE
+    lyra train cfg.toml --quiet                           # nothing but errors (logging.progress = "off")
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -55,8 +57,15 @@ def train(
         "--freeze-encoder", help="Train the decoder only: the encoder's weights, and so the latent space, stay "
                                  "as they are (for use with --init-from).")] = False,
     overrides: SetOption = None,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="Print nothing but errors and warnings: no start line, progress or validation "
+                              "lines (as logging.progress = \"off\"; metrics.jsonl is still written).")] = False,
 ) -> None:
     """Train the codec on a folder of audio, as the config describes.
+
+    On a terminal, a progress bar shows the step, the losses, the KL weight, the learning rate,
+    the throughput and the time left; elsewhere (a log file, CI) a plain line every
+    logging.log_every steps.
 
     Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and exits;
     `--resume` continues from it exactly. A run started with --init-from or --freeze-encoder
@@ -66,6 +75,8 @@ def train(
 
     check_start(resume, init_from)   # before reading anything
     cfg, model_in_config = _load_config(config, overrides)
+    if quiet:
+        cfg = dataclasses.replace(cfg, logging=dataclasses.replace(cfg.logging, progress="off"))
     result = run_training(cfg, resume=resume, init_from=init_from, freeze_encoder=freeze_encoder,
                           model_in_config=model_in_config)
     if result.interrupted is not None:

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from lyra.config import ModelConfig
-from lyra.errors import LyraError
+from lyra.errors import LyraError, first_line
 
 # Where the VAE sits in each kind of file, most specific first.
 PREFIXES = ("pretransform.model.", "autoencoder.", "")
@@ -100,7 +100,7 @@ class _Source:
                 with safe_open(str(path), framework="pt") as f:
                     self.names = list(f.keys())
             except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
-                raise LyraError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+                raise LyraError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
         else:
             self._state = _pickled_state(path)
             self.names = list(self._state)
@@ -123,7 +123,7 @@ def _pickled_state(src: Path) -> dict[str, torch.Tensor]:
             state = torch.load(src, map_location="cpu", weights_only=True)   # older, non-zip files
         except Exception:  # noqa: BLE001
             raise LyraError(
-                f"{src}: cannot be read safely as tensors ({_first_line(exc)}); save its state_dict "
+                f"{src}: cannot be read safely as tensors ({first_line(exc)}); save its state_dict "
                 "with stable-audio-tools' unwrap_model.py, or as .safetensors"
             ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -191,7 +191,7 @@ def read_sat_config(path: str | Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise LyraError(f"{path}: no such config file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LyraError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+        raise LyraError(f"{path}: not valid JSON ({first_line(exc)})") from None
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict):
         raise LyraError(f"{path}: not a stable-audio-tools model config (no 'model' table)")
@@ -329,8 +329,3 @@ def map_weights(weights: dict[str, torch.Tensor], config: ModelConfig, source: s
     out = {name: weights[sat] for name, sat in wanted.items()}
     check_weights(config, out, source)     # every shape, against the model the config builds
     return out
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -11,11 +11,10 @@
     interrupt               SIGINT/SIGTERM -> finish the step, save, stop
     activation_checkpointing  recompute residual units in the backward pass
     metrics_log             metrics.jsonl (+ optional W&B / TensorBoard)
-    progress                the progress bar / lines
-    spectrogram, png        validation spectrogram images without an imaging library
     toml_writer             TOML output for `lyra config show/init`
-    synth, demo             the demo's synthetic data set and the `lyra demo` run
-    benchmark               training throughput and memory, eager vs compiled
 
-The losses live in `lyra.loss` and the evaluation metrics in `lyra.metrics`.
+The losses live in `lyra.loss`, the evaluation metrics in `lyra.metrics`, the progress display
+in `lyra.progress` and the validation pictures in `lyra.spectrogram` and `lyra.plots`. What runs the engine
+lives outside it: `lyra.demo` (the `lyra demo` run), `lyra.synth` (its synthetic data)
+and `lyra.benchmark` (training throughput and memory, eager vs compiled).
 """

@@ -158,10 +158,15 @@ class LoggingConfig:
     eval_every: int = _field(1000, "validate (and write audio + spectrograms) every this many steps")
     val_audio: int = _field(2, "validation clips written as WAV + spectrogram at each evaluation")
     progress: Literal["auto", "bar", "lines", "off"] = _field(
-        "auto", "progress display: auto (a bar on a terminal, lines otherwise), bar, lines, off")
-    wandb: bool = _field(False, "also log to Weights & Biases (pip install 'lyra-codec[wandb]')")
+        "auto", "progress display: auto (a bar on a terminal, else a line every log_every steps), bar (as "
+                "auto), lines, off (nothing but errors: lyra train --quiet)")
+    wandb: bool = _field(False, "also log metrics, validation audio and spectrograms to Weights & Biases "
+                                "(the wandb extra: pip install 'lyra-codec[wandb]', or pip install -e '.[wandb]' in a clone)")
     wandb_project: str = _field("lyra", "W&B project name")
-    tensorboard: bool = _field(False, "also log to TensorBoard in run_dir/tensorboard (pip install 'lyra-codec[tensorboard]')")
+    tensorboard: bool = _field(False, "also log metrics, validation audio and spectrograms to TensorBoard in run_dir/tensorboard "
+                                      "(the tensorboard extra: pip install 'lyra-codec[tensorboard]', or pip install -e '.[tensorboard]' in a clone)")
+    plots: bool = _field(True, "with matplotlib installed (the plot extra), draw labelled validation spectrograms and "
+                               "run_dir/metrics.png at each validation; false, or without it: bare spectrogram images")
 
     def __post_init__(self) -> None:
         _positive(self, "log_every", "eval_every")

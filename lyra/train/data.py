@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from lyra.errors import LyraError
+from lyra.errors import LyraError, first_line
 
 Warn = Callable[[str], None]
 
@@ -91,7 +91,7 @@ def scan_audio(folder: str | Path, extensions: tuple[str, ...], channels: int,
         try:
             info = sf.info(str(path))
         except Exception as exc:  # libsndfile's error types vary by version; any failure = unreadable
-            warn(f"skipping {path}: unreadable audio ({_first_line(exc)})")
+            warn(f"skipping {path}: unreadable audio ({first_line(exc)})")
             continue
         if info.frames <= 0 or info.samplerate <= 0:
             warn(f"skipping {path}: no audio frames")
@@ -173,11 +173,6 @@ def _channels_usable(file_channels: int, channels: int) -> bool:
     return file_channels in (1, channels) or channels == 1
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 # ---------------------------------------------------------------------------------------
 # Training crops
 # ---------------------------------------------------------------------------------------
@@ -220,7 +215,7 @@ class CropDataset(Dataset):
                 audio = read_crop(file, start, self.spec)
             except Exception as exc:  # a file that decodes badly mid-way: skip it from now on
                 self._bad.add(k)
-                self.warn(f"skipping {file.path}: unreadable audio ({_first_line(exc)})")
+                self.warn(f"skipping {file.path}: unreadable audio ({first_line(exc)})")
                 continue
             if level_db(audio) >= self.spec.silence_threshold_db:
                 return normalise_peak(audio, self.spec.peak), noise_seed
@@ -290,7 +285,7 @@ def validation_set(files: list[AudioFile], spec: CropSpec, count: int, folder: s
             try:
                 audio = read_crop(file, start, spec)
             except Exception as exc:
-                warn(f"skipping {file.path}: unreadable audio ({_first_line(exc)})")
+                warn(f"skipping {file.path}: unreadable audio ({first_line(exc)})")
                 break
             if level_db(audio) >= spec.silence_threshold_db:
                 good.append(normalise_peak(audio, spec.peak))

@@ -59,9 +59,14 @@ import torch
 from lyra.checkpoint import check_optimizer_state, check_train_state, check_weights, model_from_state, read_checkpoint
 from lyra.config import ModelConfig, from_dict
 from lyra.errors import LyraError
+from lyra.extras import installed
 from lyra.loss import MultiResolutionSTFTLoss, kl_divergence, kl_weight
 from lyra.metrics import MEL_BANDS, MEL_FFT_SIZES, mel_distance, si_sdr, stft_distance
 from lyra.model import VAE, build_model
+from lyra.plots import write_metrics_plot
+from lyra.png import write_png
+from lyra.progress import Progress
+from lyra.spectrogram import pixel_image, spectrogram_picture
 from lyra.train import distributed
 from lyra.train.activation_checkpointing import checkpoint_residual_units
 from lyra.train.adversary import Adversary, check_discriminators
@@ -73,12 +78,9 @@ from lyra.train.interrupt import stop_requests
 from lyra.train.ema import EMA
 from lyra.train.metrics_log import MetricsLog, check_trackers
 from lyra.train.optim import parameter_groups
-from lyra.train.png import write_png
-from lyra.train.progress import Progress
 from lyra.train.reconstruction import ReconstructionPass, posterior_noise
 from lyra.train.resume_check import check_resume_config
 from lyra.train.schedule import learning_rate
-from lyra.train.spectrogram import spectrogram_image
 from lyra.train.state import RunStart, capture_rng, restore_rng
 
 
@@ -358,8 +360,12 @@ class Trainer:
         cfg = self.cfg
         end = cfg.optim.max_steps if until_step is None else min(until_step, cfg.optim.max_steps)
         mode = cfg.logging.progress if self.ctx.is_main else "off"
-        progress = Progress(cfg.optim.max_steps, self.step, mode, cfg.logging.log_every, self.stream)
-        progress.message(self._banner())
+        per_step = cfg.optim.grad_accum * self.ctx.world_size * cfg.data.batch_size * self.spec.length / self.spec.sample_rate
+        # A bar on a terminal ("auto", "bar"); elsewhere, or with "lines", a line every log_every steps.
+        progress = Progress("training", total=cfg.optim.max_steps, unit="steps", quiet=mode == "off",
+                            stream=self.stream, rate=("audio-s/s", per_step), draw=mode != "lines")
+        progress.update(completed=self.step)
+        progress.log(self._banner())
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_sampler=self.sampler, num_workers=cfg.data.num_workers,
             worker_init_fn=seed_worker, persistent_workers=cfg.data.num_workers > 0,
@@ -370,7 +376,7 @@ class Trainer:
         saved_step = None
         interrupted = None
         try:
-            with stop_requests() as stop:
+            with stop_requests() as stop, progress:
                 while self.step < end:
                     stats, stop_now = self._train_step(batches, bool(stop))
                     self._after_step(stats, progress)
@@ -388,12 +394,12 @@ class Trainer:
             if self.ctx.is_main and saved_step != self.step:   # stopped early: save where we are
                 last_checkpoint = self.save()
             if interrupted is not None:
-                progress.message(f"stopped at step {self.step}: saved {self.store.latest}; "
-                                 f"continue with --resume")
+                progress.log(f"stopped at step {self.step}: saved {self.store.latest}; "
+                             f"continue with --resume")
             elif self.step >= cfg.optim.max_steps:
                 best = (f", best validation {self.best_metric} {self.best_val:.4f} in {self.store.best}"
                         if self.store.best.exists() else "")
-                progress.message(f"done: {self.step} steps; latest checkpoint {self.store.latest}{best}")
+                progress.log(f"done: {self.step} steps; latest checkpoint {self.store.latest}{best}")
         except LyraError as exc:  # a worker's error arrives wrapped in a traceback: keep its last line
             raise LyraError(str(exc).strip().splitlines()[-1].removeprefix("lyra.errors.LyraError: ")) from None
         finally:
@@ -551,10 +557,14 @@ class Trainer:
                 self.log.write("train", self.step, stats)
             if skipped:
                 which = "step skipped" if stats["skipped"] else "the discriminators' step skipped"
-                progress.message(f"step {self.step}: non-finite loss or gradients, {which} "
-                                 f"({self.nonfinite_run} in a row)")
-            progress.update(self.step, loss=stats["loss"], sc=stats["sc"], mag=stats["log_mag"], kl=stats["kl"],
-                            kl_weight=stats["kl_weight"], lr=stats["lr"], audio_per_second=stats["audio_s_per_s"])
+                progress.log(f"step {self.step}: non-finite loss or gradients, {which} "
+                             f"({self.nonfinite_run} in a row)")
+            losses = {"loss": stats["loss"], "sc": stats["sc"], "mag": stats["log_mag"], "kl": stats["kl"]}
+            if "d_loss" in stats:                         # adversarial training
+                losses["d_loss"] = stats["d_loss"]
+            progress.update(completed=self.step, **losses, kl_w=stats["kl_weight"], lr=stats["lr"])
+            if not progress.enabled and (self.step % cfg.logging.log_every == 0 or self.step == cfg.optim.max_steps):
+                progress.log(progress.line())            # not on a terminal: a plain line now and then
         if self.nonfinite_run >= cfg.runtime.max_nonfinite:
             raise LyraError(
                 f"training stopped at step {self.step}: the loss or gradients were non-finite for "
@@ -592,11 +602,13 @@ class Trainer:
         if best:
             self.best_val = value
         self.log.write("val", self.step, {**values, "best": best, "ema": self.ema is not None})
-        progress.message(f"step {self.step}: validation loss {values['loss']:.4f}, SI-SDR {values['si_sdr']:.2f} dB, "
-                         f"mel distance {values['mel_distance']:.3f}, STFT distance {values['stft_distance']:.3f}"
-                         + (" (EMA)" if self.ema is not None else "") + (f" (best {self.best_metric})" if best else ""))
+        progress.log(f"step {self.step}: validation loss {values['loss']:.4f}, SI-SDR {values['si_sdr']:.2f} dB, "
+                     f"mel distance {values['mel_distance']:.3f}, STFT distance {values['stft_distance']:.3f}"
+                     + (" (EMA)" if self.ema is not None else "") + (f" (best {self.best_metric})" if best else ""))
         if recons:
             self._write_audio(torch.cat(recons)[: self.cfg.logging.val_audio])
+        if self.cfg.logging.plots and installed("matplotlib"):
+            write_metrics_plot(self.log.path, self.run_dir / "metrics.png", f"{self.run_dir.name}: step {self.step}")
         return best
 
     def _evaluate(self) -> tuple[dict[str, float], list[torch.Tensor]]:
@@ -631,18 +643,28 @@ class Trainer:
         return {k: v / len(self.val) for k, v in sums.items()}, recons
 
     def _write_audio(self, recons: torch.Tensor) -> None:
+        """Each clip's original and reconstruction as WAV and its spectrogram picture as PNG
+        (`lyra.spectrogram`: labelled with `logging.plots` and matplotlib), in
+        run_dir/samples/step-N/; the same to the trackers."""
         import soundfile as sf
 
         from lyra.atomic import atomic_path
 
         folder = self.run_dir / "samples" / f"step-{self.step:08d}"
         folder.mkdir(parents=True, exist_ok=True)
+        clips = []
         for i, recon in enumerate(recons):
             original = self.val[i]
             for name, audio in (("original", original), ("reconstruction", recon)):
                 with atomic_path(folder / f"clip{i}-{name}.wav") as tmp:
                     sf.write(str(tmp), audio.clamp(-1, 1).T.numpy(), self.spec.sample_rate, subtype="PCM_16", format="WAV")
-            write_png(folder / f"clip{i}.png", spectrogram_image(original, recon))
+            if self.cfg.logging.plots:
+                picture = spectrogram_picture(original, recon, self.spec.sample_rate, f"step {self.step}: validation clip {i}")
+            else:
+                picture = pixel_image(original, recon)
+            write_png(folder / f"clip{i}.png", picture)
+            clips.append((original, recon, picture))
+        self.log.media(self.step, clips, self.spec.sample_rate)
 
     def _banner(self) -> str:
         n = sum(p.numel() for p in self.model.parameters())
@@ -662,8 +684,14 @@ class Trainer:
             model += f", EMA (decay {self.cfg.ema.decay})"
         procs = f", {self.ctx.world_size} processes" if self.ctx.world_size > 1 else ""
         return (f"lyra: {what}: {model} on {self.device}{procs} ({str(self.dtype).removeprefix('torch.')}); "
-                f"{self.n_train_files} training files ({self.hours:.2f} h), {self.n_val_files} validation files; "
-                f"{self.sampler.batches_per_epoch} batches per epoch; run dir {self.run_dir}")
+                f"{_count(self.n_train_files, 'training file')} ({self.hours:.2f} h), "
+                f"{_count(self.n_val_files, 'validation file')}; "
+                f"{_count(self.sampler.batches_per_epoch, 'batch', 'batches')} per epoch; run dir {self.run_dir}")
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 validation file``, ``2 validation files``."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _quiet(message: str) -> None:

@@ -1,7 +1,7 @@
 """Training throughput and peak memory, eager versus compiled blocks (BENCHMARKS.md, "Training").
 
-    python -m lyra.train.benchmark                 # the demo config, 40 measured steps each, 3 rounds
-    python -m lyra.train.benchmark --steps 100 --threads 2 --repeats 5
+    python -m lyra.benchmark                 # the demo config, 40 measured steps each, 3 rounds
+    python -m lyra.benchmark --steps 100 --threads 2 --repeats 5
 
 Each variant trains the demo config (synthesised data in a temporary folder, no validation)
 in a fresh process, so its peak resident memory is its own: a few warm-up steps (where
@@ -27,7 +27,7 @@ from pathlib import Path
 
 def measure(data: Path, compile: bool, warmup: int, steps: int, threads: int) -> dict:
     """Train warmup + steps steps of the demo config in this process; timings and peak RSS."""
-    from lyra.train.demo import demo_config
+    from lyra.demo import demo_config
     from lyra.train.engine import train
     from lyra.train.metrics_log import read_metrics
 
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.one:
         print(json.dumps(measure(args.data, args.one == "compiled", args.warmup, args.steps, args.threads)))
         return
-    from lyra.train.demo import CLIP_SECONDS, TRAIN_FILES
-    from lyra.train.synth import write_dataset
+    from lyra.demo import CLIP_SECONDS, TRAIN_FILES
+    from lyra.synth import write_dataset
 
     import os
     import statistics
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
             for variant in runs:
                 loads.append(os.getloadavg()[0])
                 out = subprocess.run(
-                    [sys.executable, "-m", "lyra.train.benchmark", "--one", variant, "--data", tmp,
+                    [sys.executable, "-m", "lyra.benchmark", "--one", variant, "--data", tmp,
                      "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)],
                     check=True, stdout=subprocess.PIPE, text=True)
                 runs[variant].append(json.loads(out.stdout.strip().splitlines()[-1]))

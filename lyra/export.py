@@ -1,0 +1,237 @@
+"""Exported models: the weights of one model, and what it takes to rebuild it, in a safetensors file.
+
+`lyra export CKPT OUT` (`export_model`) writes the model a checkpoint stands for (its EMA
+weights when it has them, unless asked for the raw ones), without the training state, as a
+`safetensors <https://huggingface.co/docs/safetensors>`_ file: an 8-byte little-endian header
+length, a JSON header naming each tensor's dtype, shape and byte range, then the raw data.
+The tensors are the model's state dict, fp32 as stored. The header's ``__metadata__`` (all
+strings) says what the weights are:
+
+    format          "lyra-model"
+    format_version  "1"
+    model_config    the ModelConfig as JSON (`ModelConfig.to_dict`)
+    fingerprint     `lyra.checkpoint.model_fingerprint` of the model these weights make: a
+                    .lyra file written with the checkpoint decodes with the export, and back
+    weights         "ema" (the checkpoint's EMA weights) or "model" (its trained weights)
+    providers       JSON: "kind/name" -> the package that provided each component
+    lyra_version    the Lyra that wrote it
+
+Training checkpoints stay full `torch.save` files (`lyra.checkpoint`). Wherever a checkpoint
+is read for its model, `lyra.checkpoint.read_checkpoint` tells the two apart by content (a
+torch zip starts with "PK", safetensors with its header length and "{"), not by the file's
+suffix, and turns an export into the checkpoint dict it stands for (`read_export`): `lyra
+encode/decode/eval` and `lyra train --init-from` take either; ``--resume`` refuses an export
+(it has no training state).
+
+An export is input like any other: its header is read and checked (bounded size, JSON, every
+tensor a dense floating-point array whose byte range lies in the file, Lyra's metadata) and its
+tensor names and shapes compared with what the config implies (`check_weights`, on the meta
+device) before a byte of weights is read, so a small file claiming a huge model is refused
+before anything is allocated. Nothing is unpickled. Each problem is a one-line `LyraError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+FORMAT = "lyra-model"
+FORMAT_VERSION = "1"
+METADATA_KEYS = ("format", "format_version", "model_config", "fingerprint", "weights", "providers", "lyra_version")
+MAX_HEADER = 100_000_000          # safetensors' own limit on the JSON header
+# safetensors dtype -> (torch dtype name, bytes per element); weights are floating point.
+FLOAT_DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2)}
+
+
+def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True) -> dict[str, str]:
+    """Write the model `checkpoint` stands for to `out` (atomically) as a weights-only
+    safetensors file: its EMA weights when it has them and `ema`, else its trained weights.
+    Returns the metadata written (see the module docstring)."""
+    from safetensors.torch import save_file
+
+    from lyra.atomic import atomic_path
+    from lyra.checkpoint import component_providers, read_checkpoint, weights_fingerprint
+
+    source = str(checkpoint)
+    state = read_checkpoint(checkpoint)
+    config = check_loadable(state, source, ema)
+    use_ema = ema and "ema" in state
+    weights = {**state["model"], **state["ema"]} if use_ema else dict(state["model"])
+    which = "ema" if use_ema else "model"
+    fingerprint = (state.get("fingerprints") or {}).get(which) or weights_fingerprint(config, weights)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model_config": json.dumps(config.to_dict(), sort_keys=True),
+        "fingerprint": fingerprint,
+        "weights": state.get("export_weights", which),   # an export of an export keeps what it holds
+        "providers": json.dumps(state.get("providers") or component_providers(config), sort_keys=True),
+        "lyra_version": _lyra_version(),
+    }
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+    with atomic_path(out, suffix=".tmp") as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+        _sort_header(tmp)
+    return metadata
+
+
+def _sort_header(path: Path) -> None:
+    """Rewrite the header of the safetensors file `path` with its keys sorted, in place (the
+    same length: only the order changes), so that one checkpoint always exports to the same
+    bytes; safetensors writes its metadata in no fixed order."""
+    with open(path, "r+b") as f:
+        length = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(length))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= length:   # always, unless a future safetensors writes a more compact header
+            f.seek(8)
+            f.write(text.ljust(length, b" "))
+
+
+def check_loadable(state: dict[str, Any], source: str, ema: bool):
+    """The checks `model_from_state` makes before building (config, components, weights),
+    without building: an export is only written for a model that loads. Returns the config."""
+    from lyra.checkpoint import check_components_installed, check_ema_choice, check_weights
+    from lyra.config import ModelConfig, from_dict
+
+    config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
+    check_components_installed(config, state.get("providers", {}), source)
+    check_weights(config, state["model"], source)
+    check_ema_choice(state, source, ema)
+    return config
+
+
+def is_safetensors(path: str | Path) -> bool:
+    """Whether the file looks like safetensors (a header length, then a JSON object), by content."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and not head.startswith(b"PK") and head[8:9] == b"{"
+
+
+def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors a safetensors file declares (name -> dtype, shape, byte range), checked
+    against the file's size, and its metadata; nothing else of the file is read."""
+    from lyra.errors import LyraError
+
+    path = Path(path)
+    damaged = f"{path}: damaged safetensors header"
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        length = int.from_bytes(f.read(8), "little")
+        if length > MAX_HEADER or 8 + length > size:
+            raise LyraError(f"{damaged} (it claims {length:,} bytes; the file has {size:,})")
+        raw = f.read(length)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise LyraError(f"{damaged} (not JSON: {str(exc).splitlines()[0]})") from None
+    if not isinstance(header, dict):
+        raise LyraError(f"{damaged} (not a JSON object)")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise LyraError(f"{damaged} (its __metadata__ is not a table of strings)")
+    data_size = size - 8 - length
+    for name, entry in header.items():
+        if not isinstance(entry, dict):
+            raise LyraError(f"{damaged} (tensor {name} is not described by a table)")
+        dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(n, int) and not isinstance(n, bool) for n in offsets)):
+            raise LyraError(f"{damaged} (tensor {name} has no valid shape and data_offsets)")
+        if dtype not in FLOAT_DTYPES:
+            raise LyraError(f"{path}: weight {name} is a {dtype} tensor, not floating point")
+        begin, end = offsets
+        nbytes = math.prod(shape) * FLOAT_DTYPES[dtype][1]
+        if not 0 <= begin <= end <= data_size or end - begin != nbytes:
+            raise LyraError(f"{damaged} (tensor {name} of shape {shape} claims bytes {begin}..{end}; "
+                            f"the file holds {data_size:,} bytes of data)")
+    return header, metadata
+
+
+def read_export(path: str | Path) -> dict[str, Any]:
+    """The checkpoint dict (`lyra.checkpoint`'s format) an exported model stands for, checked
+    as `read_checkpoint` checks a checkpoint, plus ``"export_weights"`` ("ema" or "model")
+    marking it as an export. Tensor names and shapes are compared with the config before the
+    weights are read."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lyra.checkpoint import FORMAT as CHECKPOINT_FORMAT, VERSION as CHECKPOINT_VERSION
+    from lyra.checkpoint import check_components_installed, check_weights
+    from lyra.config import ModelConfig, from_dict
+    from lyra.errors import LyraError, first_line
+
+    path = Path(path)
+    header, metadata = read_header(path)
+    if metadata.get("format") != FORMAT:
+        raise LyraError(f"{path}: not a Lyra model export (a safetensors file without Lyra's metadata; "
+                        f"`lyra export` writes one from a checkpoint)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise LyraError(f"{path}: Lyra model export version {metadata.get('format_version')} is not supported "
+                        f"(expected {FORMAT_VERSION})")
+    missing = [key for key in METADATA_KEYS if key not in metadata]
+    if missing:
+        raise LyraError(f"{path}: incomplete Lyra model export (its metadata has no '{missing[0]}')")
+    config_data = _json_table(metadata["model_config"], "model_config", path)
+    providers = _json_table(metadata["providers"], "providers", path)
+    if not all(isinstance(v, str) for v in providers.values()):
+        raise LyraError(f"{path}: metadata 'providers' must be a table of package names")
+    fingerprint = metadata["fingerprint"]
+    if len(fingerprint) != 16 or not all(c in "0123456789abcdef" for c in fingerprint):
+        raise LyraError(f"{path}: metadata 'fingerprint' must be a 16-digit hexadecimal string, got {fingerprint!r}")
+    if metadata["weights"] not in ("ema", "model"):
+        raise LyraError(f"{path}: metadata 'weights' must be 'ema' or 'model', got {metadata['weights']!r}")
+    config = from_dict(ModelConfig, config_data, f"{path}:model")
+    try:   # meta tensors: shapes only, nothing allocated
+        declared = {name: torch.empty(entry["shape"], dtype=getattr(torch, FLOAT_DTYPES[entry["dtype"]][0]),
+                                      device="meta") for name, entry in header.items()}
+    except Exception as exc:
+        raise LyraError(f"{path}: damaged safetensors header (a tensor shape torch cannot hold: {first_line(exc)})") from None
+    check_components_installed(config, providers, str(path))   # which package to install, if one is missing
+    check_weights(config, declared, str(path))      # nothing allocated yet
+    try:
+        weights = load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise LyraError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
+    if weights.keys() != declared.keys():   # what was read is what was checked
+        raise LyraError(f"{path}: damaged safetensors file (its tensors changed while it was read)")
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "model_config": config_data,
+        "model": weights,
+        "providers": providers,
+        "fingerprints": {"model": fingerprint},
+        "export_weights": metadata["weights"],
+    }
+
+
+def _json_table(text: str, key: str, path: Path) -> dict[str, Any]:
+    from lyra.errors import LyraError
+
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise LyraError(f"{path}: metadata '{key}' is not JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(value, dict):
+        raise LyraError(f"{path}: metadata '{key}' must be a JSON object")
+    return value
+
+
+def _lyra_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lyra-codec")
+    except metadata.PackageNotFoundError:   # a source tree that is not installed
+        import lyra
+
+        return lyra.__version__
