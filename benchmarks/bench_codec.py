@@ -27,7 +27,7 @@ import torch
 
 from benchmarks import harness
 from benchmarks.variants import CODEC_VARIANTS, Variant, build_codec, require
-from lyra.inference import model_device_dtype
+from lyra.inference import decode_latents, encode_mean
 from lyra.metrics import si_sdr
 from lyra.streaming import decode_stream, encode_stream
 from lyra.synth import voiced_clip
@@ -50,17 +50,16 @@ def _latents(sizes) -> torch.Tensor:
 
 
 def _call(kind: str, model, audio: torch.Tensor, latents: torch.Tensor, chunk_frames: int):
-    """One codec call of `kind`, as the CLI makes it; returns the output (float32, CPU)."""
-    device, dtype = model_device_dtype(model)
+    """One codec call of `kind`, through the functions `lyra.Codec` (and so the CLI) calls;
+    returns the output (float32, CPU)."""
     rate = model.config.sample_rate
-    with torch.inference_mode():
-        if kind == "encode":
-            return model.encode(audio[None].to(device, dtype))[0][0].float().cpu()          # [D, F]
-        if kind == "decode":
-            return model.decode(latents[None].to(device, dtype))[0].float().cpu()           # [C, F * hop]
-        if kind == "stream encode":
-            return torch.cat(list(encode_stream(model, audio.split(rate, dim=-1), chunk_frames)), dim=-1)
-        return torch.cat(list(decode_stream(model, latents.split(32, dim=-1), chunk_frames)), dim=-1)
+    if kind == "encode":
+        return encode_mean(model, audio[None])[0]                                        # [D, F]
+    if kind == "decode":
+        return decode_latents(model, latents[None])[0]                                   # [C, F * hop]
+    if kind == "stream encode":
+        return torch.cat(list(encode_stream(model, audio.split(rate, dim=-1), chunk_frames)), dim=-1)
+    return torch.cat(list(decode_stream(model, latents.split(32, dim=-1), chunk_frames)), dim=-1)
 
 
 @pytest.mark.parametrize("variant", CODEC_VARIANTS, ids=lambda v: v.label.replace(" ", "_"))

@@ -39,6 +39,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lyra.version import version
+
 FORMAT = "lyra-model"
 FORMAT_VERSION = "1"
 METADATA_KEYS = ("format", "format_version", "model_config", "fingerprint", "weights", "providers", "lyra_version")
@@ -70,7 +72,7 @@ def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True) -> d
         "fingerprint": fingerprint,
         "weights": state.get("export_weights", which),   # an export of an export keeps what it holds
         "providers": json.dumps(state.get("providers") or component_providers(config), sort_keys=True),
-        "lyra_version": _lyra_version(),
+        "lyra_version": version(),
     }
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
     with atomic_path(out, suffix=".tmp") as tmp:
@@ -226,12 +228,3 @@ def _json_table(text: str, key: str, path: Path) -> dict[str, Any]:
     return value
 
 
-def _lyra_version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("lyra-codec")
-    except metadata.PackageNotFoundError:   # a source tree that is not installed
-        import lyra
-
-        return lyra.__version__

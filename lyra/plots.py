@@ -150,10 +150,9 @@ def _all_positive(ax) -> bool:
     return bool(finite) and all(d.size == 0 or (d > 0).all() for d in finite) and any(d.size for d in finite)
 
 
-def write_metrics_plot(metrics: str | Path, out: str | Path, title: str = "") -> None:
-    """Draw the metrics file `metrics` (one-line `LyraError`s: `load_records`) as a PNG at `out`,
-    atomically."""
+def write_metrics_plot(records: list[dict[str, Any]], out: str | Path, title: str = "") -> None:
+    """Draw a run's metrics records (`lyra.train.metrics_log.load_records` of its metrics.jsonl)
+    as a PNG at `out`, atomically."""
     from lyra.png import write_png
-    from lyra.train.metrics_log import load_records
 
-    write_png(out, render(metrics_figure(load_records(metrics), title)))
+    write_png(out, render(metrics_figure(records, title)))

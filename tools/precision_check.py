@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from lyra.config import ModelConfig
-from lyra.inference import model_device_dtype, native_precision, precision_dtype, prepare_model
+from lyra.inference import decode_latents, encode_mean, native_precision, precision_dtype, prepare_model
 from lyra.metrics import si_sdr
 from lyra.model import build_model
 from lyra.synth import voiced_clip
@@ -30,14 +30,12 @@ from lyra.synth import voiced_clip
 
 def encode(model, audio: torch.Tensor) -> torch.Tensor:
     """[C, T] -> posterior mean [D, F], float32 on the CPU."""
-    with torch.inference_mode():
-        return model.encode(audio[None].to(*model_device_dtype(model)))[0][0].float().cpu()
+    return encode_mean(model, audio[None])[0]
 
 
 def decode(model, latents: torch.Tensor, length: int) -> torch.Tensor:
     """[D, F] -> [C, length], float32 on the CPU."""
-    with torch.inference_mode():
-        return model.decode(latents[None].to(*model_device_dtype(model)), length)[0].float().cpu()
+    return decode_latents(model, latents[None], length)[0]
 
 
 def run(model, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:

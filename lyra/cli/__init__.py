@@ -24,20 +24,11 @@ app = LyraTyper(
 )
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("lyra-codec")
-    except metadata.PackageNotFoundError:   # run from a source tree that is not installed
-        import lyra
-
-        return lyra.__version__
-
-
 def _print_version(value: bool) -> None:
     if value:
-        typer.echo(f"lyra {_version()}")
+        from lyra.version import version
+
+        typer.echo(f"lyra {version()}")
         raise typer.Exit()
 
 

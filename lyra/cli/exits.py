@@ -224,6 +224,8 @@ def _exit_now(signum: int, err: int) -> None:
 
     remove_temporaries(hold=True)    # and no new temporary file from here on
     if err >= 0:
+        # On a terminal, over a progress bar's line (back to its start, cleared), not after it.
+        start = "\r\x1b[K" if os.isatty(err) else ""
         with contextlib.suppress(OSError):
-            os.write(err, f"lyra: interrupted ({signal.Signals(signum).name})\n".encode())
+            os.write(err, f"{start}lyra: interrupted ({signal.Signals(signum).name})\n".encode())
     os._exit(128 + signum)

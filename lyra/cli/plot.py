@@ -39,8 +39,9 @@ def plot(
     elif not force:
         refuse_to_replace(out)
     from lyra.plots import write_metrics_plot
+    from lyra.train.metrics_log import load_records
 
-    write_metrics_plot(metrics, out, run_dir.resolve().name)
+    write_metrics_plot(load_records(metrics), out, run_dir.resolve().name)
     typer.echo(f"wrote {out}")
 
 

@@ -27,7 +27,7 @@ SetOption = Annotated[Optional[list[str]], typer.Option(
 
 InitFromOption = Annotated[Optional[Path], typer.Option(
     "--init-from", metavar="CKPT",
-    help="Start a new run from this checkpoint's weights (a model checkpoint, e.g. an imported one, or another "
+    help="Start a new run from this checkpoint's weights (a model checkpoint, e.g. an imported one, a `lyra export` file, or another "
          "run's latest.pt/best.pt, of which only the weights are taken). The config's [model] must describe "
          "its model; a config without a [model] table takes the checkpoint's.")]
 

@@ -76,7 +76,7 @@ from lyra.train.data import (CropDataset, CropSpec, EpochBatchSampler, Warn, che
                              print_warning, scan_audio, seed_worker, split_files, validation_set)
 from lyra.train.interrupt import stop_requests
 from lyra.train.ema import EMA
-from lyra.train.metrics_log import MetricsLog, check_trackers
+from lyra.train.metrics_log import MetricsLog, check_trackers, load_records
 from lyra.train.optim import parameter_groups
 from lyra.train.reconstruction import ReconstructionPass, posterior_noise
 from lyra.train.resume_check import check_resume_config
@@ -608,7 +608,7 @@ class Trainer:
         if recons:
             self._write_audio(torch.cat(recons)[: self.cfg.logging.val_audio])
         if self.cfg.logging.plots and installed("matplotlib"):
-            write_metrics_plot(self.log.path, self.run_dir / "metrics.png", f"{self.run_dir.name}: step {self.step}")
+            write_metrics_plot(load_records(self.log.path), self.run_dir / "metrics.png", f"{self.run_dir.name}: step {self.step}")
         return best
 
     def _evaluate(self) -> tuple[dict[str, float], list[torch.Tensor]]:
