@@ -86,22 +86,39 @@ def run_on_pty(args: Sequence[object], cwd: Path | None = None, env: dict[str, s
     in a terminal window; its exit status and everything it wrote (stdout and stderr mixed, with
     the terminal's escape codes and carriage returns). Reads until the terminal reports EOF,
     which on Linux is EIO once the last process holding it has ended: no timing involved."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = dict(env or lyra_env())
-    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
-        env.pop(name, None)                 # the window size decides, as in a terminal
-    env["TERM"] = "xterm-256color"
+    master, slave = open_terminal(columns)
     try:
         proc = subprocess.Popen([lyra_executable(), *map(str, args)], stdin=slave, stdout=slave, stderr=slave,
-                                cwd=cwd, env=env, start_new_session=True)
+                                cwd=cwd, env=terminal_env(env), start_new_session=True)
     finally:
         os.close(slave)                     # the child's copies are the only ones left
-    chunks = []
+    return proc.wait(), read_terminal(master)
+
+
+def open_terminal(columns: int = 100) -> tuple[int, int]:
+    """A pseudo-terminal (master, slave) `columns` wide and 24 rows high."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return master, slave
+
+
+def terminal_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """`env` (default `lyra_env()`) as a terminal window gives it: the window size decides."""
+    env = dict(env or lyra_env())
+    for name in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        env.pop(name, None)
+    env["TERM"] = "xterm-256color"
+    return env
+
+
+def read_terminal(master: int, seen: Callable[[bytes], None] | None = None) -> str:
+    """Everything written to the terminal of `master` until EOF (EIO once no process holds it),
+    then close it; `seen(output_so_far)` is called after each read (to act on what appeared)."""
+    out = b""
     try:
         while True:
             ready, _, _ = select.select([master], [], [], 600)   # only bounds a broken run
-            assert ready, f"lyra wrote nothing for 600 s; so far: {b''.join(chunks).decode(errors='replace')}"
+            assert ready, f"lyra wrote nothing for 600 s; so far: {out.decode(errors='replace')}"
             try:
                 data = os.read(master, 1 << 16)
             except OSError as exc:
@@ -110,10 +127,12 @@ def run_on_pty(args: Sequence[object], cwd: Path | None = None, env: dict[str, s
                 break
             if not data:
                 break
-            chunks.append(data)
+            out += data
+            if seen is not None:
+                seen(out)
     finally:
         os.close(master)
-    return proc.wait(), b"".join(chunks).decode(errors="replace")
+    return out.decode(errors="replace")
 
 
 ANSI_ESCAPE = re.compile(r"\x1b(\[[0-9;?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")

@@ -10,11 +10,15 @@ when it stops)."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
+import subprocess
 
 import pytest
 
-from cli_helpers import ANSI_ESCAPE, run_on_pty, screen_lines, small_checkpoint, write_wav
+from cli_helpers import (ANSI_ESCAPE, lyra_executable, open_terminal, read_terminal, run_on_pty, screen_lines,
+                         small_checkpoint, terminal_env, write_wav)
 from lyra.cli import main
 from lyra.progress import Progress, draws
 from lyra.train.toml_writer import dumps
@@ -209,48 +213,25 @@ def test_ctrl_c_over_a_drawn_bar_prints_its_line_from_the_start_of_the_row(tmp_p
     once the bar is drawn (seen on the terminal), SIGINT. The interrupted line must begin at
     the row's start, over the bar (``\\r`` + erase line), and no output file is left. The
     command is blocked reading the pipe, so nothing here depends on timing."""
-    import errno
-    import fcntl
-    import os
-    import pty
-    import select
-    import signal
-    import struct
-    import subprocess
-    import termios
-
-    from cli_helpers import lyra_env, lyra_executable
-
     ckpt = small_checkpoint(tmp_path / "m.pt")
     wav = write_wav(tmp_path / "in.wav", 44100).read_bytes()
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    env = {k: v for k, v in lyra_env().items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR")}
-    env["TERM"] = "xterm-256color"
+    master, slave = open_terminal()
     proc = subprocess.Popen([lyra_executable(), "encode", "--stream", "-", str(tmp_path / "out.lyra"), "-c", str(ckpt)],
-                            stdin=subprocess.PIPE, stdout=slave, stderr=slave, env=env, start_new_session=True)
+                            stdin=subprocess.PIPE, stdout=slave, stderr=slave, env=terminal_env(), start_new_session=True)
     os.close(slave)
     proc.stdin.write(wav[:len(wav) // 2])            # a header promising 1 s, and half of it
     proc.stdin.flush()
-    seen, signalled = b"", False
+
+    def interrupt_once_drawn(output: bytes) -> None:
+        if b"encoding" in output and proc.returncode is None and not interrupted:
+            proc.send_signal(signal.SIGINT)
+            interrupted.append(True)
+
+    interrupted: list[bool] = []
     try:
-        while True:
-            ready, _, _ = select.select([master], [], [], 600)   # only bounds a broken run
-            assert ready, seen.decode(errors="replace")
-            try:
-                data = os.read(master, 1 << 16)
-            except OSError as exc:
-                if exc.errno != errno.EIO:
-                    raise
-                break
-            seen += data
-            if not signalled and b"encoding" in seen:          # the bar is on the screen
-                proc.send_signal(signal.SIGINT)
-                signalled = True
+        text = read_terminal(master, interrupt_once_drawn)
     finally:
-        os.close(master)
         proc.stdin.close()
-    assert proc.wait() == 128 + signal.SIGINT
-    text = seen.decode(errors="replace")
+    assert interrupted and proc.wait() == 128 + signal.SIGINT
     assert "\r\x1b[Klyra: interrupted (SIGINT)" in text, repr(text[-300:])
     assert {p.name for p in tmp_path.iterdir()} == {"m.pt", "in.wav"}     # no output, no temporary
