@@ -1,5 +1,6 @@
 """The training loop on tiny CPU runs: outputs, accumulation, precision, non-finite steps, switches."""
 
+import json
 import math
 import struct
 import zlib
@@ -242,9 +243,24 @@ def test_activation_checkpointing_keeps_gradients_and_saves_memory(one_thread):
 
 @pytest.mark.slow
 def test_compiled_blocks_train_like_eager(tmp_path):
+    """Compiled training computes what eager training computes: the same losses and gradient
+    norms step by step (float rounding apart). The weights are compared only within what Adam
+    can make of rounding: its first steps move each weight by about +-lr whatever the gradient's
+    size, so a near-zero gradient element rounded the other way moves its weight the other way."""
     make_data(tmp_path)
     engine.train(tiny_config(tmp_path, run_dir=str(tmp_path / "eager"), optim={"max_steps": 2}))
     engine.train(tiny_config(tmp_path, run_dir=str(tmp_path / "compiled"), optim={"max_steps": 2}, runtime={"compile": True}))
+    runs = {}
+    for name in ("eager", "compiled"):
+        records = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = [r for r in records if r["split"] == "train"]
+    assert [r["step"] for r in runs["compiled"]] == [r["step"] for r in runs["eager"]] == [1, 2]
+    # Step 1 starts from the same weights: the same numbers. Step 2 starts from weights already
+    # apart by Adam's rounding (below), so its numbers may differ a little more.
+    for (eager, compiled), rel in zip(zip(runs["eager"], runs["compiled"]), (1e-4, 1e-3)):
+        for key in ("loss", "sc", "log_mag", "kl", "grad_norm"):
+            assert compiled[key] == pytest.approx(eager[key], rel=rel, abs=1e-6), (eager["step"], key)
+    moved = 2 * sum(r["lr"] for r in runs["eager"])     # each run moves a weight by at most ~lr a step
     eager, compiled = (_weights(tmp_path / n / "latest.pt") for n in ("eager", "compiled"))
     for key in eager:
-        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(compiled[key], eager[key], rtol=0, atol=moved)
