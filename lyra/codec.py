@@ -73,6 +73,11 @@ class EncodedFile:
     truncation: Optional[str] = None
 
     @property
+    def name(self) -> str:
+        """`path` as messages name it (``<stdout>`` for "-")."""
+        return _label(self.path)
+
+    @property
     def frames(self) -> int:
         return self.trailer.num_frames
 
@@ -101,6 +106,11 @@ class DecodedFile:
     sample_rate: int
     channels: int
     clipped: int = 0
+
+    @property
+    def name(self) -> str:
+        """`path` as messages name it (``<stdout>`` for "-")."""
+        return _label(self.path)
 
     @property
     def seconds(self) -> float:
@@ -339,7 +349,7 @@ class Codec:
         the decoded channels). `format` wav or flac (default: `dst`'s suffix; wav for "-");
         `subtype` PCM_16, PCM_24 (clipped to [-1, 1]) or FLOAT.
         """
-        from lyra.audio import AudioWriter, output_format, resample, resample_stream
+        from lyra.audio import AudioWriter, mix_channels, output_format, resample, resample_stream
         from lyra.container import open_lyra
         from lyra.overlap import crop_stream
         from lyra.streaming import decode_stream
@@ -364,7 +374,7 @@ class Codec:
                 report(0.0, seconds)
                 audio = decode_latents(self.model, z[None], reader.trailer.num_samples)[0]   # [C, T]
                 if mono:
-                    audio = audio.mean(dim=0, keepdim=True)                      # [C, T] -> [1, T]
+                    audio = mix_channels(audio, 1, downmix=True)                 # [C, T] -> [1, T]
                 if original_rate:
                     audio = resample(audio, h.sample_rate, rate)[..., :reader.trailer.source_num_samples]
                 with AudioWriter(dst, rate, channels, subtype, format, frames=audio.shape[-1]) as writer:
@@ -381,7 +391,7 @@ class Codec:
                     done[0] += block.shape[-1]
                     seconds = done[0] / h.sample_rate
                     report(seconds if total is None else min(seconds, total), total)
-                    yield block.mean(dim=0, keepdim=True) if mono else block     # [C, n] -> [1, n]
+                    yield mix_channels(block, 1, downmix=True) if mono else block   # [C, n] -> [1, n]
 
             blocks = counted(decode_stream(self.model, reader, frames, length=lambda: reader.trailer.num_samples))
             if original_rate:

@@ -17,3 +17,9 @@ def first_line(exc: BaseException) -> str:
     one-line error quotes (``f"{path}: not a readable checkpoint ({first_line(exc)})"``)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def os_error_line(exc: OSError, name: object = "?") -> str:
+    """An `OSError` as one line naming its file (`name` when the error names none):
+    ``out.wav: No space left on device``."""
+    return f"{exc.filename or name}: {exc.strerror or exc}"

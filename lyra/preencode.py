@@ -80,7 +80,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Optional, Sequence, TypeVar
 
 from lyra.durations import format_duration
-from lyra.errors import LyraError
+from lyra.errors import LyraError, os_error_line
 from lyra.progress import Progress, draws
 
 T = TypeVar("T")
@@ -181,7 +181,7 @@ def _run(job: Job, group: "Group") -> None:
             except LyraError as exc:
                 results.append((i, None, str(exc)))
             except OSError as exc:   # disk full, permissions, ...: still one line naming the file
-                results.append((i, None, f"{exc.filename or target}: {exc.strerror or exc}"))
+                results.append((i, None, os_error_line(exc, target)))
             except Exception as exc:  # noqa: BLE001 - one file's failure (out of GPU memory, ...) is not the job's
                 results.append((i, None, _unexpected(source, exc)))
             progress.advance(seconds[i])
@@ -203,7 +203,7 @@ def _run(job: Job, group: "Group") -> None:
         except LyraError as exc:
             final = str(exc)
         except OSError as exc:
-            final = f"{exc.filename or job.manifest}: {exc.strerror or exc}"
+            final = os_error_line(exc, job.manifest)
         if failed:
             final = f"{failed} of {len(pairs)} files failed; the others were written to {job.out}"
         if not final and not job.quiet:
@@ -535,7 +535,7 @@ def _attempt(step: Callable[[], T]) -> tuple[Optional[T], Optional[str]]:
     except LyraError as exc:
         return None, str(exc)
     except OSError as exc:
-        return None, f"{exc.filename or '?'}: {exc.strerror or exc}"
+        return None, os_error_line(exc)
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
-from lyra.errors import LyraError
+from lyra.errors import LyraError, os_error_line
 
 if TYPE_CHECKING:
     from lyra.codec import Codec
@@ -65,10 +65,6 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[float, Optional[flo
 
 def _echo(message: str) -> None:
     typer.echo(message, err=True)
-
-
-def _label(path: str) -> str:
-    return "<stdout>" if path == "-" else path
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -136,8 +132,7 @@ def _guard_os(one: Callable[..., str], inp: str, out: str, *args: object) -> str
     try:
         return one(inp, out, *args)
     except OSError as exc:   # disk full, permissions, ...: still one line naming the file
-        name = exc.filename or out
-        raise LyraError(f"{name}: {exc.strerror or exc}") from None
+        raise LyraError(os_error_line(exc, out)) from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,7 +196,7 @@ def encode(
                                  downmix=downmix, progress=progress)
         if done.truncation:
             _echo(done.truncation)                   # the header promised more than the file holds
-        return f"{_label(dst)}: {done.frames} frames, {done.seconds:.3f} s, {done.bitrate / 1000:.2f} kbit/s ({dtype})"
+        return f"{done.name}: {done.frames} frames, {done.seconds:.3f} s, {done.bitrate / 1000:.2f} kbit/s ({dtype})"
 
     _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one, force=force, quiet=quiet)
 
@@ -272,8 +267,8 @@ def decode(
         done = codec.decode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, original_rate=original_rate,
                                  original_channels=original_channels, format=fmt, subtype=subtype, progress=progress)
         if done.clipped:
-            _echo(f"{_label(dst)}: warning: {done.clipped} samples outside [-1, 1] were clipped (use --subtype FLOAT to keep them)")
-        return f"{_label(dst)}: {done.seconds:.3f} s at {done.sample_rate} Hz"
+            _echo(f"{done.name}: warning: {done.clipped} samples outside [-1, 1] were clipped (use --subtype FLOAT to keep them)")
+        return f"{done.name}: {done.seconds:.3f} s at {done.sample_rate} Hz"
 
     _run_files(inp, out, (".lyra",), suffix, "decoding", one, force=force, quiet=quiet)
 
@@ -423,7 +418,7 @@ def _measure_all(pairs: list[tuple[Path, str]], measure: Callable[[Path, str], d
             except LyraError as exc:
                 failed[rel] = str(exc)
             except OSError as exc:   # still one line naming the file
-                failed[rel] = f"{exc.filename or path}: {exc.strerror or exc}"
+                failed[rel] = os_error_line(exc, path)
             bar.advance(1)
     return rows, failed
 
