@@ -151,7 +151,7 @@ def _check_structure(state: dict[str, Any], source: str) -> None:
         raise LyraError(f"{source}: 'providers' must be a table of package names")
     fingerprints = state.get("fingerprints", {})
     if not isinstance(fingerprints, dict) or not all(
-            isinstance(v, str) and len(v) == 16 and all(c in "0123456789abcdef" for c in v) for v in fingerprints.values()):
+            is_fingerprint(v) for v in fingerprints.values()):
         raise LyraError(f"{source}: 'fingerprints' must be a table of 16-digit hexadecimal strings")
     if "train" in state and not isinstance(state["train"], dict):
         raise LyraError(f"{source}: 'train' must be a table, got {_kind(state['train'])}")
@@ -168,10 +168,7 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint", ema: boo
     """Rebuild the model a checkpoint dict describes and load its weights (checked first):
     its EMA weights if it has them (and `ema`), else its weights."""
     _check_structure(state, source)
-    config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
-    check_components_installed(config, state.get("providers", {}), source)
-    check_ema_choice(state, source, ema)
-    check_weights(config, state["model"], source)
+    config = check_loadable(state, source, ema)
     model = build_model(config)
     weights = state["model"]
     if ema and "ema" in state:   # the averaged weights; anything not averaged (none, today) as trained
@@ -179,8 +176,24 @@ def model_from_state(state: dict[str, Any], source: str = "checkpoint", ema: boo
     try:
         model.load_state_dict(weights)
     except RuntimeError as exc:
-        raise LyraError(f"{source}: weights do not match the model config ({str(exc).splitlines()[0]})") from None
+        raise LyraError(f"{source}: weights do not match the model config ({first_line(exc)})") from None
     return model
+
+
+def check_loadable(state: dict[str, Any], source: str, ema: bool = True) -> ModelConfig:
+    """The checks `model_from_state` makes before it builds anything (the config, its
+    components installed, the weights asked for present, every weight's name and shape);
+    the config. `lyra export` makes them too: it only writes a model that loads."""
+    config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
+    check_components_installed(config, state.get("providers", {}), source)
+    check_ema_choice(state, source, ema)
+    check_weights(config, state["model"], source)
+    return config
+
+
+def is_fingerprint(value: Any) -> bool:
+    """Whether `value` is a model fingerprint as `model_fingerprint` writes it: 16 hex digits."""
+    return isinstance(value, str) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
 
 
 def check_ema_choice(state: dict[str, Any], source: str, ema: bool) -> None:
@@ -230,8 +243,7 @@ def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor], source:
     except LyraError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LyraError(f"{source}: its model config does not build a model ({first})") from None
+        raise LyraError(f"{source}: its model config does not build a model ({first_line(exc)})") from None
     missing = [k for k in expected if k not in weights]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""

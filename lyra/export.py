@@ -39,6 +39,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lyra.errors import LyraError, first_line
 from lyra.version import version
 
 FORMAT = "lyra-model"
@@ -56,7 +57,7 @@ def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True) -> d
     from safetensors.torch import save_file
 
     from lyra.atomic import atomic_path
-    from lyra.checkpoint import component_providers, read_checkpoint, weights_fingerprint
+    from lyra.checkpoint import check_loadable, component_providers, read_checkpoint, weights_fingerprint
 
     source = str(checkpoint)
     state = read_checkpoint(checkpoint)
@@ -94,19 +95,6 @@ def _sort_header(path: Path) -> None:
             f.write(text.ljust(length, b" "))
 
 
-def check_loadable(state: dict[str, Any], source: str, ema: bool):
-    """The checks `model_from_state` makes before building (config, components, weights),
-    without building: an export is only written for a model that loads. Returns the config."""
-    from lyra.checkpoint import check_components_installed, check_ema_choice, check_weights
-    from lyra.config import ModelConfig, from_dict
-
-    config = from_dict(ModelConfig, state["model_config"], f"{source}:model")
-    check_components_installed(config, state.get("providers", {}), source)
-    check_weights(config, state["model"], source)
-    check_ema_choice(state, source, ema)
-    return config
-
-
 def is_safetensors(path: str | Path) -> bool:
     """Whether the file looks like safetensors (a header length, then a JSON object), by content."""
     try:
@@ -120,8 +108,6 @@ def is_safetensors(path: str | Path) -> bool:
 def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     """The tensors a safetensors file declares (name -> dtype, shape, byte range), checked
     against the file's size, and its metadata; nothing else of the file is read."""
-    from lyra.errors import LyraError
-
     path = Path(path)
     damaged = f"{path}: damaged safetensors header"
     with open(path, "rb") as f:
@@ -133,7 +119,7 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise LyraError(f"{damaged} (not JSON: {str(exc).splitlines()[0]})") from None
+        raise LyraError(f"{damaged} (not JSON: {first_line(exc)})") from None
     if not isinstance(header, dict):
         raise LyraError(f"{damaged} (not a JSON object)")
     metadata = header.pop("__metadata__", {})
@@ -167,9 +153,8 @@ def read_export(path: str | Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from lyra.checkpoint import FORMAT as CHECKPOINT_FORMAT, VERSION as CHECKPOINT_VERSION
-    from lyra.checkpoint import check_components_installed, check_weights
+    from lyra.checkpoint import check_components_installed, check_weights, is_fingerprint
     from lyra.config import ModelConfig, from_dict
-    from lyra.errors import LyraError, first_line
 
     path = Path(path)
     header, metadata = read_header(path)
@@ -187,7 +172,7 @@ def read_export(path: str | Path) -> dict[str, Any]:
     if not all(isinstance(v, str) for v in providers.values()):
         raise LyraError(f"{path}: metadata 'providers' must be a table of package names")
     fingerprint = metadata["fingerprint"]
-    if len(fingerprint) != 16 or not all(c in "0123456789abcdef" for c in fingerprint):
+    if not is_fingerprint(fingerprint):
         raise LyraError(f"{path}: metadata 'fingerprint' must be a 16-digit hexadecimal string, got {fingerprint!r}")
     if metadata["weights"] not in ("ema", "model"):
         raise LyraError(f"{path}: metadata 'weights' must be 'ema' or 'model', got {metadata['weights']!r}")
@@ -217,12 +202,10 @@ def read_export(path: str | Path) -> dict[str, Any]:
 
 
 def _json_table(text: str, key: str, path: Path) -> dict[str, Any]:
-    from lyra.errors import LyraError
-
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise LyraError(f"{path}: metadata '{key}' is not JSON ({str(exc).splitlines()[0]})") from None
+        raise LyraError(f"{path}: metadata '{key}' is not JSON ({first_line(exc)})") from None
     if not isinstance(value, dict):
         raise LyraError(f"{path}: metadata '{key}' must be a JSON object")
     return value
