@@ -1,21 +1,19 @@
-"""Optional extras (``plot``, ``wandb``, ``tensorboard``): importing one, and how to install it.
+"""Optional extras (``plot``, ``wandb``, ``tensorboard``): whether one is installed, and how to install it.
 
 Every message that asks for an extra says it the same way, through `install_hint`: when Lyra
 runs from a source checkout installed in editable mode (``pip install -e .``), the command
 names that checkout (``pip install -e '/src/lyra[wandb]'``), which works from any folder;
 otherwise (a wheel) it is ``pip install 'lyra-codec[wandb]'``.
 
-    matplotlib = require("matplotlib", "plot", "lyra plot")     # the module, or a one-line LyraError
+    check("matplotlib", "plot", "lyra plot")     # or a one-line LyraError saying how to install it
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import shlex
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import unquote, urlparse
 
 from lyra.errors import LyraError
@@ -35,17 +33,7 @@ def check(module: str, extra: str, what: str) -> None:
     """Raise a one-line `LyraError` if `module` (of the extra `extra`) is not installed;
     `what` says what needs it (``"logging.wandb = true"``)."""
     if not installed(module):
-        raise LyraError(missing_message(module, extra, what))
-
-
-def require(module: str, extra: str, what: str) -> ModuleType:
-    """Import and return `module`, or raise `check`'s one-line error."""
-    check(module, extra, what)
-    return importlib.import_module(module)
-
-
-def missing_message(module: str, extra: str, what: str) -> str:
-    return f"{what} needs the '{module}' package: {install_hint(extra)}"
+        raise LyraError(f"{what} needs the '{module}' package: {install_hint(extra)}")
 
 
 def install_hint(extra: str) -> str:
