@@ -16,7 +16,7 @@ from benchmarks import harness
 from benchmarks.sizes import Sizes
 from benchmarks.variants import EAGER, MODEL_VARIANTS, REFERENCE_ACTIVATION, Variant, fresh_compile_state, require
 from lyra import registry
-from lyra.compilation import compile_stage
+from lyra.model.compilation import compile_stage
 
 PASSES = ("forward", "forward+backward")
 

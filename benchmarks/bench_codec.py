@@ -1,6 +1,6 @@
 """The codec as `lyra encode/decode` runs it, in seconds of audio per second.
 
-`codec_seconds` of synthetic voiced stereo audio (`lyra.synth.voiced_clip`: harmonic
+`codec_seconds` of synthetic voiced stereo audio (`lyra.audio.synth.voiced_clip`: harmonic
 voices, formants, breath noise), encoded and decoded:
 
 - whole file: ``model.encode`` / ``model.decode`` of the clip at once (what the CLI does
@@ -9,7 +9,7 @@ voices, formants, breath noise), encoded and decoded:
   model's receptive field of context either side), the input arriving in 1 s blocks; memory
   stays bounded by one segment.
 
-The shipped variants are built by `lyra.inference.prepare_model`, the function behind the
+The shipped variants are built by `lyra.codec.inference.prepare_model`, the function behind the
 CLI's ``--compile`` and ``--precision`` (see `benchmarks.variants`). Every variant's output is
 compared with the eager variant's: fp32 variants must match within float32 rounding; for bf16
 the SI-SDR of its output against the fp32 output is recorded (``si_sdr_vs_fp32_db`` in
@@ -27,10 +27,10 @@ import torch
 
 from benchmarks import harness
 from benchmarks.variants import CODEC_VARIANTS, Variant, build_codec, require
-from lyra.inference import decode_latents, encode_mean
-from lyra.metrics import si_sdr
-from lyra.streaming import decode_stream, encode_stream
-from lyra.synth import voiced_clip
+from lyra.codec.inference import decode_latents, encode_mean
+from lyra.eval.metrics import si_sdr
+from lyra.codec.streaming import decode_stream, encode_stream
+from lyra.audio.synth import voiced_clip
 
 CHUNK_SECONDS = 10.0  # `lyra encode/decode --stream`'s default --chunk-seconds
 KINDS = ("encode", "decode", "stream encode", "stream decode")

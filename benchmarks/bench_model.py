@@ -8,7 +8,7 @@
   between every two steps, as `lyra train` interleaves them: a compiled variant must survive
   the switch without recompiling past dynamo's limit (the suite makes that an error). Two
   losses: ``l1`` (L1 waveform + KL: the model's own cost) and ``stft`` (the multi-resolution
-  STFT loss + KL that `lyra train` uses; `lyra.loss`, in float32, not compiled). Precision:
+  STFT loss + KL that `lyra train` uses; `lyra.eval.stft`, in float32, not compiled). Precision:
   float32, and bf16 autocast around the model (AMP) where the device has native bf16.
 
 Every variant is checked against the eager model with the same weights before it is timed.
@@ -21,8 +21,9 @@ import torch
 
 from benchmarks import harness
 from benchmarks.variants import EAGER, MODEL_VARIANTS, build_vae, require
-from lyra.inference import native_precision
-from lyra.loss import MultiResolutionSTFTLoss, kl_divergence
+from lyra.codec.inference import native_precision
+from lyra.eval.stft import MultiResolutionSTFTLoss
+from lyra.train.losses.kl import kl_divergence
 
 KL_WEIGHT = 1e-4
 PRECISIONS = ("fp32", "amp_bf16")

@@ -20,7 +20,7 @@ import torch
 from benchmarks import harness
 from benchmarks.sizes import sizes_from_config
 from benchmarks.variants import EAGER, OP_VARIANTS, Variant, fresh_compile_state, require
-from lyra.snake import snake, snake_reference
+from lyra.model.snake import snake, snake_reference
 
 COPY = Variant("copy", shipped=False, compiled=False)
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 4e-3}

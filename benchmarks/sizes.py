@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lyra.config import ModelConfig
+from lyra.model.config import ModelConfig
 
 SIZE_OPTION = "--lyra-size"
 

@@ -2,14 +2,14 @@
 
     variant              Snake                                   compiled                        built by
     eager                the plain formula (`snake_reference`)   no                              <- the baseline
-    lyra                 `lyra.snake.snake`, as shipped          no                              build_model()
-    compile              `lyra.snake.snake`, as shipped          stage by stage, as shipped      build_model(compile=True)
+    lyra                 `lyra.model.snake.snake`, as shipped          no                              build_model()
+    compile              `lyra.model.snake.snake`, as shipped          stage by stage, as shipped      build_model(compile=True)
     reference_compiled   the plain formula                       encoder and decoder whole       torch.compile(encoder), (decoder)
 
-`lyra` and `compile` are exactly what users run: `lyra.snake.snake` takes the fused Triton
+`lyra` and `compile` are exactly what users run: `lyra.model.snake.snake` takes the fused Triton
 kernels on CUDA and `SnakeFunction` elsewhere, so on a GPU `lyra` is the Triton op eagerly and
 `compile` the Triton op inside compiled graphs; nothing here swaps an implementation in. The
-codec benchmarks build them with `lyra.inference.prepare_model`, the function behind `lyra
+codec benchmarks build them with `lyra.codec.inference.prepare_model`, the function behind `lyra
 encode/decode [--compile] [--precision]`. `eager` is the built-in activation `snake_reference`
 (the formula under autograd). `reference_compiled` is what a user gets from a single
 `torch.compile` of a plain PyTorch model of the same architecture: the bar the shipped
@@ -29,9 +29,9 @@ import pytest
 import torch
 import torch._dynamo
 
-from lyra.config import ModelConfig
-from lyra.inference import native_precision, precision_dtype, prepare_model
-from lyra.model import VAE, build_model
+from lyra.model.config import ModelConfig
+from lyra.codec.inference import native_precision, precision_dtype, prepare_model
+from lyra.model.vae import VAE, build_model
 
 REFERENCE_ACTIVATION = "snake_reference"
 
@@ -39,7 +39,7 @@ REFERENCE_ACTIVATION = "snake_reference"
 @dataclass(frozen=True)
 class Variant:
     name: str
-    shipped: bool          # Lyra's Snake (`lyra.snake.snake`), else the plain formula
+    shipped: bool          # Lyra's Snake (`lyra.model.snake.snake`), else the plain formula
     compiled: bool
     precision: str = "fp32"
 

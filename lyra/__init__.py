@@ -14,32 +14,30 @@ quickly.
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
-from lyra.version import __version__  # a plain string: no torch
+from lyra.core.version import __version__  # a plain string: no torch
 
 # name -> (module, attribute in it; None for the module itself)
 _LAZY: dict[str, tuple[str, str | None]] = {
-    "Codec": ("lyra.codec", "Codec"),
-    "LyraError": ("lyra.errors", "LyraError"),
-    "ModelConfig": ("lyra.config", "ModelConfig"),
-    "VAE": ("lyra.model", "VAE"),
-    "build_model": ("lyra.model", "build_model"),
+    "Codec": ("lyra.codec.codec", "Codec"),
+    "LyraError": ("lyra.core.errors", "LyraError"),
+    "ModelConfig": ("lyra.model.config", "ModelConfig"),
+    "VAE": ("lyra.model.vae", "VAE"),
+    "build_model": ("lyra.model.vae", "build_model"),
     "registry": ("lyra.registry", None),
-    "snake": ("lyra.snake", "snake"),
+    "snake": ("lyra.model.snake", "snake"),
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:   # for type checkers and editors; never executed
     from lyra import registry
-    from lyra.codec import Codec
-    from lyra.config import ModelConfig
-    from lyra.errors import LyraError
-    from lyra.model import VAE, build_model
-    from lyra.snake import snake
+    from lyra.codec.codec import Codec
+    from lyra.model.config import ModelConfig
+    from lyra.core.errors import LyraError
+    from lyra.model.vae import VAE, build_model
+    from lyra.model.snake import snake
 
 
 def __getattr__(name: str) -> Any:
@@ -56,22 +54,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     """The public names, loaded or not, and the module's dunders."""
     return sorted({*__all__, "__version__", *(name for name in globals() if name.startswith("__"))})
-
-
-class _Package(types.ModuleType):
-    """`lyra`'s module type. Importing the submodule `lyra.snake` makes Python set the
-    package's attribute ``snake`` to that module; here ``lyra.snake`` stays the function
-    (as ``from lyra.snake import snake`` at the end of an eager ``__init__`` would leave it)."""
-
-    @property
-    def snake(self) -> Any:
-        from lyra.snake import snake
-
-        return snake
-
-    @snake.setter
-    def snake(self, value: Any) -> None:
-        """The import system recording the submodule: `sys.modules` keeps it."""
-
-
-sys.modules[__name__].__class__ = _Package

@@ -1,5 +1,5 @@
 """Taking `.lyra` files apart and putting them back together, written from
-docs/lyra-format.md rather than from lyra.container, to damage or craft files in tests."""
+docs/lyra-format.md rather than from lyra.audio.container, to damage or craft files in tests."""
 
 from __future__ import annotations
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lyra.adversarial import Balancer, discriminator_loss, feature_matching_loss, generator_loss
-from lyra.errors import LyraError
+from lyra.train.losses.adversarial import Balancer, discriminator_loss, feature_matching_loss, generator_loss
+from lyra.core.errors import LyraError
 
 SHAPES = [(3, 1, 7, 5), (3, 1, 11, 2), (3, 1, 4)]  # sub-discriminators' logits: any [B, ...]
 

@@ -14,14 +14,15 @@ import torch
 from torch import nn
 
 import lyra.train.engine as engine
-from lyra.checkpoint import load_model, read_checkpoint
-from lyra.errors import LyraError
-from lyra.model import build_model
+import lyra.train.validation as validation
+from lyra.model.checkpoint import load_model, read_checkpoint
+from lyra.core.errors import LyraError
+from lyra.model.vae import build_model
 from lyra.train.config import BEST_METRICS, TrainConfig
 from lyra.train.ema import EMA
 from lyra.train.metrics_log import read_metrics
 from lyra.train.optim import no_decay_names, parameter_groups
-from lyra.train.toml_writer import dumps
+from lyra.core.toml import dumps
 from train_helpers import make_data, merge, tiny_config, tiny_config_dict, torchrun_train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,7 +220,7 @@ def test_ema_in_training_validation_checkpoints_and_best_metric(tmp_path):
     assert last["train"]["best_metric"] == "si_sdr"
     model = load_model(run / "latest.pt")
     with torch.no_grad():   # the logged SI-SDR at step 3 is the EMA model's
-        from lyra.metrics import si_sdr
+        from lyra.eval.metrics import si_sdr
         from lyra.train.data import CropSpec, scan_audio, validation_set
 
         spec = CropSpec(cfg.data.segment_length, 44100, 2, cfg.data.silence_threshold_db, cfg.data.peak)
@@ -257,13 +258,13 @@ def test_the_final_snapshot_holds_the_final_validation(tmp_path, monkeypatch):
     than the earlier one) must be in latest.pt, and best.pt must be the final step."""
     make_data(tmp_path)
     calls = []
-    real = engine.mel_distance
+    real = validation.mel_distance
 
     def improving(ref, est, rate):   # each validation scores better than the last
         calls.append(1)
         return real(ref, est, rate) * 0 + 10.0 / len(calls)
 
-    monkeypatch.setattr(engine, "mel_distance", improving)
+    monkeypatch.setattr(validation, "mel_distance", improving)
     engine.train(tiny_config(tmp_path, optim={"max_steps": 4}, logging={"eval_every": 3},
                              checkpoint={"save_every": 2}))
     run = tmp_path / "run"

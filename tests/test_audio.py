@@ -12,9 +12,11 @@ import soundfile as sf
 import torch
 import torchaudio.functional
 
-from lyra.audio import (AudioWriter, check_channels, conform, load_audio, open_audio, open_audio_fd,
-                        resample, resample_stream, resampled_length)
-from lyra.errors import LyraError
+from lyra.audio.channels import check_channels
+from lyra.audio.reading import conform, load_audio, open_audio, open_audio_fd
+from lyra.audio.resample import resample, resample_stream, resampled_length
+from lyra.audio.writing import AudioWriter
+from lyra.core.errors import LyraError
 
 
 def signal(frames: int, channels: int, seed: int = 0) -> np.ndarray:

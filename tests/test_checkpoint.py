@@ -6,12 +6,12 @@ import pickle
 import pytest
 import torch
 
-from lyra.checkpoint import (load_model, load_model_and_fingerprint, model_fingerprint, read_checkpoint,
+from lyra.model.checkpoint import (load_model, load_model_and_fingerprint, model_fingerprint, read_checkpoint,
                              save_checkpoint)
 from lyra.cli import main
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
-from lyra.model import build_model
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.vae import build_model
 
 
 def tiny():
@@ -130,7 +130,7 @@ def test_init_checkpoint_cli_writes_a_loadable_checkpoint(tmp_path, capsys):
 
 
 def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
-    from lyra.atomic import atomic_path, atomic_write
+    from lyra.core.atomic import atomic_path, atomic_write
 
     old = os.umask(0o022)
     try:
@@ -206,7 +206,7 @@ def test_each_weight_is_compared_with_what_the_config_implies(tmp_path, change, 
 def _trained_run(tmp_path):
     """A finished 2-step run and its TOML config (for `lyra train --resume`)."""
     from lyra.train.engine import train
-    from lyra.train.toml_writer import dumps
+    from lyra.core.toml import dumps
     from train_helpers import make_data, tiny_config, tiny_config_dict
 
     make_data(tmp_path, train_files=2, val_files=1, seconds=0.25)

@@ -19,10 +19,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from lyra.checkpoint import load_model, model_fingerprint
+from lyra.model.checkpoint import load_model, model_fingerprint
 from lyra.cli import main
-from lyra.config import ModelConfig
-from lyra.container import read_lyra
+from lyra.model.config import ModelConfig
+from lyra.audio.container import read_lyra
 
 from cli_helpers import lyra_executable, small_checkpoint
 from lyra_file_helpers import split, tag, with_header

@@ -84,10 +84,10 @@ def injected_bug(tmp_path) -> dict[str, str]:
     """An environment in which `build_model` raises a RuntimeError (a bug, not a user error),
     injected through `sitecustomize` so the real entry point runs unchanged."""
     (tmp_path / "sitecustomize.py").write_text(
-        "import lyra.model\n"
+        "import lyra.model.vae\n"
         "def broken(*args, **kwargs):\n"
         "    raise RuntimeError('injected failure\\nwith a second line')\n"
-        "lyra.model.build_model = broken\n")
+        "lyra.model.vae.build_model = broken\n")
     return lyra_env(PYTHONPATH=str(tmp_path))
 
 

@@ -12,7 +12,7 @@ import torch
 
 from cli_helpers import lyra, write_wav
 from lyra.cli import main
-from lyra.metrics import mel_distance, si_sdr, stft_distance
+from lyra.eval.metrics import mel_distance, si_sdr, stft_distance
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 

@@ -1,4 +1,4 @@
-"""The library codec (`lyra.codec.Codec`): tensor, iterator and file forms, against the model
+"""The library codec (`lyra.codec.codec.Codec`): tensor, iterator and file forms, against the model
 itself, the command line and each other."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import torch
 import torchaudio.functional
 
 import lyra
-import lyra.checkpoint
-from lyra.codec import Codec
-from lyra.config import ModelConfig
-from lyra.container import read_lyra, stored
+import lyra.model.checkpoint
+from lyra.codec.codec import Codec
+from lyra.model.config import ModelConfig
+from lyra.audio.container import read_lyra, stored
 
 from cli_helpers import lyra as run_lyra
 from cli_helpers import read, run_on_pty, screen_lines, write_wav
@@ -37,7 +37,7 @@ def tiny_model(seed: int = 0) -> lyra.VAE:
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("codec") / "tiny.pt"
-    lyra.checkpoint.save_checkpoint(path, tiny_model())
+    lyra.model.checkpoint.save_checkpoint(path, tiny_model())
     return str(path)
 
 
@@ -221,14 +221,14 @@ def test_original_channels_cannot_restore_channels_mixed_down(tmp_path, codec):
 
 def test_loading_a_checkpoint_that_stores_its_fingerprint_hashes_nothing(tmp_path, monkeypatch):
     model = tiny_model(seed=2)
-    expected = lyra.checkpoint.model_fingerprint(model)
-    lyra.checkpoint.save_checkpoint(tmp_path / "m.pt", model)
+    expected = lyra.model.checkpoint.model_fingerprint(model)
+    lyra.model.checkpoint.save_checkpoint(tmp_path / "m.pt", model)
 
     def no_hashing(*args, **kwargs):
         raise AssertionError("the weights were hashed")
 
-    monkeypatch.setattr(lyra.checkpoint, "model_fingerprint", no_hashing)
-    monkeypatch.setattr(lyra.checkpoint, "weights_fingerprint", no_hashing)
+    monkeypatch.setattr(lyra.model.checkpoint, "model_fingerprint", no_hashing)
+    monkeypatch.setattr(lyra.model.checkpoint, "weights_fingerprint", no_hashing)
     loaded = Codec.load(tmp_path / "m.pt", device="cpu")
     assert loaded.fingerprint == expected and loaded.checkpoint == tmp_path / "m.pt"
     with pytest.raises(AssertionError, match="hashed"):      # the patch does catch hashing
@@ -239,8 +239,8 @@ def test_loading_a_checkpoint_that_stores_its_fingerprint_hashes_nothing(tmp_pat
 # Layout and the command line's progress
 # ---------------------------------------------------------------------------------------
 def test_audio_io_does_not_import_the_model():
-    code = ("import sys, lyra.audio; "
-            "print(sorted(m for m in ('lyra.model', 'lyra.streaming', 'lyra.blocks') if m in sys.modules))")
+    code = ("import sys, lyra.audio.reading, lyra.audio.writing, lyra.audio.container; "
+            "print(sorted(m for m in ('lyra.model.vae', 'lyra.codec.streaming', 'lyra.model.blocks') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

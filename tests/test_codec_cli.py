@@ -17,11 +17,11 @@ import pytest
 import soundfile as sf
 import torch
 
-from lyra.audio import resampled_length
-from lyra.checkpoint import load_model
+from lyra.audio.resample import resampled_length
+from lyra.model.checkpoint import load_model
 from lyra.cli import main
-from lyra.container import read_lyra, stored
-from lyra.metrics import mel_distance, si_sdr, stft_distance
+from lyra.audio.container import read_lyra, stored
+from lyra.eval.metrics import mel_distance, si_sdr, stft_distance
 
 from cli_helpers import read, small_checkpoint
 
@@ -398,10 +398,10 @@ def test_a_fifo_or_device_as_out_is_written_in_place_not_replaced(tmp_path, caps
 
 @pytest.mark.parametrize("command", ["encode", "decode"])
 def test_ctrl_c_while_writing_leaves_no_partial_output(tmp_path, capsys, ckpt, good_lyra, monkeypatch, command):
-    import lyra.audio
-    import lyra.container
+    import lyra.audio.writing
+    import lyra.audio.container
 
-    target = lyra.container.LatentWriter if command == "encode" else lyra.audio.AudioWriter
+    target = lyra.audio.container.LatentWriter if command == "encode" else lyra.audio.writing.AudioWriter
     original = target.write
     calls = []
 
@@ -443,8 +443,8 @@ def test_pipeline_through_real_pipes(tmp_path, ckpt, model):
 def test_ema_weights_are_used_unless_no_ema(tmp_path):
     """A checkpoint holding EMA weights encodes with them; `--no-ema` uses the trained weights."""
     from cli_helpers import lyra_many, small_checkpoint, write_wav
-    from lyra.checkpoint import read_checkpoint
-    from lyra.container import read_lyra
+    from lyra.model.checkpoint import read_checkpoint
+    from lyra.audio.container import read_lyra
 
     raw = small_checkpoint(tmp_path / "raw.pt", seed=3)
     state = read_checkpoint(raw)

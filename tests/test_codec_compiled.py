@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from cli_helpers import lyra, lyra_env, lyra_many, read, write_wav
-from lyra.container import read_lyra
-from lyra.metrics import si_sdr
+from lyra.audio.container import read_lyra
+from lyra.eval.metrics import si_sdr
 
 # Hop 16, two blocks each way: six compiled stages, compiled in seconds.
 TINY_TOML = """[model]

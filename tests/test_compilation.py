@@ -15,10 +15,10 @@ from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 from torch._dynamo.utils import counters
 
 import lyra
-from lyra.compilation import is_compiled, stages
-from lyra.config import ModelConfig
-from lyra.loss import kl_divergence
-from lyra.streaming import decode_stream, encode_stream
+from lyra.model.compilation import is_compiled, stages
+from lyra.model.config import ModelConfig
+from lyra.train.losses.kl import kl_divergence
+from lyra.codec.streaming import decode_stream, encode_stream
 from lyra.train.activation_checkpointing import checkpoint_residual_units
 
 # Hop 32, five blocks each way as in the real model (twelve stages), but narrow.

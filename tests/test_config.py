@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from lyra.config import ModelConfig, from_dict, read_toml, to_dict
-from lyra.errors import LyraError
+from lyra.core.toml import from_dict, read_toml, to_dict
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
 
 
 def write(tmp_path, text: str):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from lyra import container
-from lyra.container import MAGIC, Header, LatentReader, LatentWriter, read_lyra, write_lyra
-from lyra.errors import LyraError
+from lyra.audio import container
+from lyra.audio.container import MAGIC, Header, LatentReader, LatentWriter, read_lyra, write_lyra
+from lyra.core.errors import LyraError
 from lyra_file_helpers import chunk, relinked, split, tag, with_header
 
 HOP = 2048
@@ -337,7 +337,7 @@ def test_version_1_files_are_still_read():
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("key, value", [("sample_rate", 48000), ("channels", 1), ("hop_length", 1024), ("latent_dim", 16)])
 def test_the_header_must_agree_with_the_model_it_names(key, value):
-    from lyra.config import ModelConfig
+    from lyra.model.config import ModelConfig
 
     config = ModelConfig.small(latent_dim=8)
     h = Header(**{**container.asdict(header()), key: value})

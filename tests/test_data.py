@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 from lyra.train.data import (CropDataset, CropSpec, EpochBatchSampler, check_data_dirs, level_db, read_crop,
                              scan_audio, seed_worker, split_files, validation_set)
 from train_helpers import write_tones

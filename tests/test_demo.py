@@ -5,8 +5,8 @@ import io
 import numpy as np
 import soundfile as sf
 
-from lyra.demo import run_demo
-from lyra.synth import voiced_clip
+from lyra.apps.demo import run_demo
+from lyra.audio.synth import voiced_clip
 from lyra.train.metrics_log import read_metrics
 
 

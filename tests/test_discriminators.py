@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from lyra import registry
-from lyra.discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator, check_output)
-from lyra.errors import LyraError
+from lyra.model.discriminators import (MultiPeriodDiscriminator, MultiScaleSTFTDiscriminator, check_output)
+from lyra.core.errors import LyraError
 from plugin_helpers import clean_registry, write_distribution  # noqa: F401  (autouse fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread_per_module")
@@ -49,9 +49,9 @@ def test_builtin_discriminators_load_lazily_on_the_first_lookup():
     script = textwrap.dedent("""
         import json, sys
         import lyra
-        before = "lyra.discriminators" in sys.modules
+        before = "lyra.model.discriminators" in sys.modules
         names = lyra.registry.names("discriminator")
-        print(json.dumps({"before": before, "after": "lyra.discriminators" in sys.modules, "names": names}))
+        print(json.dumps({"before": before, "after": "lyra.model.discriminators" in sys.modules, "names": names}))
     """)
     env = {**os.environ, registry.AUTOLOAD_ENV: "1"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)

@@ -11,9 +11,9 @@ gradients rather than how float rounding flips the sign of a near-zero one.
 import torch
 
 import lyra.train.engine as engine
-from lyra.checkpoint import read_checkpoint
+from lyra.model.checkpoint import read_checkpoint
 from lyra.train.metrics_log import read_metrics
-from lyra.train.toml_writer import dumps
+from lyra.core.toml import dumps
 from train_helpers import make_data, tiny_config, tiny_config_dict, torchrun_train
 
 TABLES = dict(optim={"max_steps": 3, "eps": 1e-2, "warmup_steps": 1}, logging={"eval_every": 3, "progress": "lines"},

@@ -11,15 +11,16 @@ import soundfile as sf
 import torch
 
 import lyra.train.engine as engine
-from lyra.checkpoint import load_model, read_checkpoint
+import lyra.train.steps as steps
+from lyra.model.checkpoint import load_model, read_checkpoint
 from lyra.cli import main
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
-from lyra.model import build_model
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.vae import build_model
 from lyra.train.activation_checkpointing import checkpoint_residual_units
 from lyra.train.config import OptimConfig
 from lyra.train.metrics_log import read_metrics
-from lyra.png import encode_png
+from lyra.pictures.png import encode_png
 from lyra.train.schedule import learning_rate
 from train_helpers import make_data, tiny_config
 
@@ -125,7 +126,7 @@ def test_mixed_precision_trains_through_autocast(tmp_path, precision, monkeypatc
 
 def test_non_finite_steps_are_skipped_logged_and_eventually_stop_the_run(tmp_path, monkeypatch, one_thread):
     make_data(tmp_path)
-    real_kl = engine.kl_divergence
+    real_kl = steps.kl_divergence
     bad_steps = {2}
     calls = {"n": 0}
 
@@ -134,7 +135,7 @@ def test_non_finite_steps_are_skipped_logged_and_eventually_stop_the_run(tmp_pat
         value = real_kl(mean, logvar)
         return value * math.nan if calls["n"] in bad_steps else value
 
-    monkeypatch.setattr(engine, "kl_divergence", flaky_kl)
+    monkeypatch.setattr(steps, "kl_divergence", flaky_kl)   # the training steps' KL term
     engine.train(tiny_config(tmp_path, logging={"eval_every": 100}))
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train"]
     assert [r["skipped"] for r in records] == [False, True, False, False]

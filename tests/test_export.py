@@ -17,13 +17,13 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from lyra.checkpoint import load_model, load_model_and_fingerprint, model_fingerprint, read_checkpoint, save_checkpoint
+from lyra.model.checkpoint import load_model, load_model_and_fingerprint, model_fingerprint, read_checkpoint, save_checkpoint
 from lyra.cli import main
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
-from lyra.export import METADATA_KEYS
-from lyra.model import build_model
-from lyra.train.toml_writer import dumps
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.export_format import METADATA_KEYS
+from lyra.model.vae import build_model
+from lyra.core.toml import dumps
 
 from cli_helpers import lyra, write_wav
 from train_helpers import make_data, tiny_config, tiny_config_dict
@@ -146,7 +146,7 @@ def test_a_run_starts_from_an_export_and_its_checkpoints_stay_full(files, tmp_pa
 def test_an_export_of_a_plugins_model_names_the_package_it_needs(tmp_path, monkeypatch):
     """As for a checkpoint: loading without the plugin says which package to install."""
     from lyra import registry
-    from lyra.export import export_model
+    from lyra.model.export import export_model
     from plugin_helpers import EXAMPLE, builtins_only, example_distribution
 
     saved = registry.REGISTRY.snapshot()

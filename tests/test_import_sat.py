@@ -21,11 +21,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cli_helpers import lyra
-from lyra.checkpoint import load_model
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
-from lyra.importers import stable_audio_tools as importer
-from lyra.streaming import decode_stream, encode_stream
+from lyra.model.checkpoint import load_model
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.importers import stable_audio_tools as importer
+from lyra.codec.streaming import decode_stream, encode_stream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import stable_audio_reference as reference  # noqa: E402  (tools/: shared with tools/sat_bench.py)
@@ -156,7 +156,7 @@ def test_full_stable_audio_open_file_with_parametrized_weight_norm(sat, audio, t
 
 
 def _model(found: importer.Imported):
-    from lyra.model import build_model
+    from lyra.model.vae import build_model
 
     model = build_model(found.config).eval()
     model.load_state_dict(found.weights)
@@ -256,7 +256,7 @@ def test_fine_tuning_the_imported_model_resumes_exactly(sat, tmp_path):
     """`lyra train --init-from IMPORTED --freeze-encoder`, stopped after 2 steps and resumed to 4,
     gives the losses and weights of a run never stopped; the encoder stays stable-audio-tools'."""
     import lyra.train.engine as engine
-    from lyra.checkpoint import read_checkpoint, save_checkpoint
+    from lyra.model.checkpoint import read_checkpoint, save_checkpoint
     from lyra.train.config import TrainConfig
     from lyra.train.metrics_log import read_metrics
     from train_helpers import make_data, tiny_config_dict
@@ -306,7 +306,7 @@ def test_shipped_config_is_stable_audio_open_1_0(sat):
 
 
 def _build(config: ModelConfig):
-    from lyra.model import build_model
+    from lyra.model.vae import build_model
 
     return build_model(config)
 

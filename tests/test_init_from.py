@@ -15,15 +15,16 @@ import tomllib
 import torch
 
 import lyra.train.engine as engine
-from lyra.checkpoint import read_checkpoint
+from lyra.model.checkpoint import read_checkpoint
 from lyra.cli import main
-from lyra.config import ModelConfig, from_dict
-from lyra.errors import LyraError
-from lyra.model import build_model
+from lyra.core.toml import from_dict
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.vae import build_model
 from lyra.train.config import TrainConfig
 from lyra.train.metrics_log import read_metrics
 from lyra.train.state import RunStart
-from lyra.train.toml_writer import dumps
+from lyra.core.toml import dumps
 
 from cli_helpers import lyra, small_checkpoint
 from train_helpers import make_data, tiny_config, tiny_config_dict, torchrun_train

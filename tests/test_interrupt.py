@@ -22,7 +22,7 @@ import textwrap
 
 import pytest
 
-from lyra.checkpoint import read_checkpoint
+from lyra.model.checkpoint import read_checkpoint
 from lyra.train.interrupt import SIGNALS, stop_requests
 from lyra.train.metrics_log import read_metrics
 
@@ -110,7 +110,7 @@ HARNESS = """
 
 def test_signals_during_the_final_save_do_not_interrupt_it(tmp_path):
     make_data(tmp_path)
-    from lyra.train.toml_writer import dumps
+    from lyra.core.toml import dumps
 
     config = tmp_path / "run.toml"
     config.write_text(dumps(tiny_config_dict(

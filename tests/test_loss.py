@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from lyra.errors import LyraError
-from lyra.loss import MultiResolutionSTFTLoss, kl_divergence, kl_weight
+from lyra.core.errors import LyraError
+from lyra.eval.stft import MultiResolutionSTFTLoss
+from lyra.train.losses.kl import kl_divergence, kl_weight
 
 
 def _pair(batch=1, channels=2, length=8192, seed=0):

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from lyra.errors import LyraError
-from lyra.loss import MultiResolutionSTFTLoss
-from lyra.metrics import mel_distance, si_sdr, stft_distance
+from lyra.core.errors import LyraError
+from lyra.eval.stft import MultiResolutionSTFTLoss
+from lyra.eval.metrics import mel_distance, si_sdr, stft_distance
 
 
 def _si_sdr_reference(ref, est):

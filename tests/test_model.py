@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import lyra
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
-from lyra.model import VAE, build_model
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.vae import VAE, build_model
 
 
 def n_params(model: torch.nn.Module) -> int:

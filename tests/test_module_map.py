@@ -71,6 +71,70 @@ def test_imports_run_down_the_layers():
 
 def test_the_check_sees_a_wrong_way_import(tmp_path):
     """Not vacuous: audio importing the model, even inside a function, is caught."""
-    fake = tmp_path / "audio.py"
-    fake.write_text((ROOT / "lyra" / "audio.py").read_text() + "\n\ndef f():\n    from lyra.model import VAE\n")
-    assert wrong_way({"lyra.audio": fake}) == ["lyra.audio (layer 2) imports lyra.model (layer 3)"]
+    fake = tmp_path / "overlap.py"
+    fake.write_text((ROOT / "lyra" / "audio" / "overlap.py").read_text() + "\n\ndef f():\n    from lyra.model.vae import VAE\n")
+    listed = layers()
+    assert wrong_way({"lyra.audio.overlap": fake}) == [
+        f"lyra.audio.overlap (layer {listed['lyra.audio.overlap']}) imports lyra.model.vae (layer {listed['lyra.model.vae']})"]
+
+
+def cycles(files: dict[str, Path]) -> list[list[str]]:
+    """The import cycles among `files` (lazy imports included): each strongly connected group
+    of modules that import one another, directly or through others (Tarjan's algorithm)."""
+    graph = {module: sorted(t for t in imports(path) if t in files and t != module) for module, path in files.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(found)
+
+
+def test_no_import_cycles():
+    assert cycles(modules()) == []
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path):
+    """Not vacuous: the container importing back (lazily) a module that imports it is a cycle."""
+    files = dict(modules())
+    user = next(m for m, path in sorted(files.items()) if "lyra.audio.container" in imports(path))
+    fake = tmp_path / "container.py"
+    fake.write_text(files["lyra.audio.container"].read_text() + f"\n\ndef f():\n    import {user}\n")
+    files["lyra.audio.container"] = fake
+    assert any({"lyra.audio.container", user} <= set(group) for group in cycles(files))
+
+
+def test_every_package_says_what_it_owns_and_may_import():
+    for package in sorted((ROOT / "lyra").rglob("__init__.py")):
+        doc = ast.get_docstring(ast.parse(package.read_text())) or ""
+        assert doc, f"{package.relative_to(ROOT)} has no docstring"
+        if package.parent.parent == ROOT / "lyra":    # the top-level sub-packages
+            assert "May import" in doc, f"{package.relative_to(ROOT)}: its docstring must say what it may import"
+
+
+def test_no_module_is_a_hub():
+    """One concept per module: none grows past about 450 lines."""
+    sizes = {module: len(path.read_text().splitlines()) for module, path in modules().items()}
+    assert {m: n for m, n in sizes.items() if n > 480} == {}

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lyra.cli import main
-from lyra.extras import editable_source, install_hint
-from lyra.spectrogram import pixel_image, spectrogram_picture
+from lyra.core.extras import editable_source, install_hint
+from lyra.pictures.spectrogram import pixel_image, spectrogram_picture
 
 ROOT = Path(__file__).resolve().parents[1]
 RATE = 44100
@@ -39,7 +39,7 @@ def _read_label(ticks, pixel):
 
 def test_the_labelled_spectrogram_shows_a_sine_at_its_frequency_time_and_level():
     pytest.importorskip("matplotlib")
-    from lyra.plots import render, spectrogram_figure
+    from lyra.pictures.plots import render, spectrogram_figure
 
     original = _sine(1000, start=0.25, stop=0.75)           # -6 dBFS, from 0.25 s to 0.75 s
     reconstruction = _sine(5000)
@@ -106,7 +106,7 @@ def _metrics(path, adversarial=False):
 
 def test_metrics_figure_draws_each_series_in_its_panel(tmp_path):
     pytest.importorskip("matplotlib")
-    from lyra.plots import metrics_figure
+    from lyra.pictures.plots import metrics_figure
     from lyra.train.metrics_log import load_records
 
     _metrics(tmp_path / "m.jsonl")
@@ -168,7 +168,7 @@ def test_lyra_plot_a_missing_directory_and_a_missing_matplotlib(tmp_path, capsys
 
 
 def test_install_hint_names_the_checkout_of_an_editable_install(monkeypatch):
-    import lyra.extras as extras
+    import lyra.core.extras as extras
 
     assert editable_source() in (None, ROOT)          # this checkout, when installed with pip install -e
     monkeypatch.setattr(extras, "editable_source", lambda: Path("/src/my lyra"))

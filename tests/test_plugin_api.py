@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import lyra.model
+import lyra.model.build_checks
+import lyra.model.vae
 from lyra import registry
-from lyra.checkpoint import LATER_OPTIONS, fingerprint_config, load_model, model_fingerprint, save_checkpoint
+from lyra.model.checkpoint import LATER_OPTIONS, fingerprint_config, load_model, model_fingerprint, save_checkpoint
 from lyra.cli import main
-from lyra.config import ModelConfig, from_dict
-from lyra.errors import LyraError
-from lyra.model import build_model
+from lyra.core.toml import from_dict
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.vae import build_model
 
 from cli_helpers import lyra_env, lyra_many
 from plugin_helpers import builtins_only, clean_registry, write_distribution  # noqa: F401  (autouse fixture)
@@ -31,7 +33,7 @@ TINY_TOML = "base_channels = 4\nlatent_dim = 4\nc_mults = [1, 2]\nstrides = [4, 
 GATES = """
     import torch
     from torch import nn
-    from lyra.blocks import EncoderBlock
+    from lyra.model.blocks import EncoderBlock
 
     class SineGate(nn.Module):
         def __init__(self, channels, *, gain=1.0):
@@ -220,13 +222,13 @@ def test_the_shape_check_runs_only_for_stages_holding_plugin_components(gates, m
     """The default model is all built-ins: no check, no cost. The check leaves the random
     state and the modules' training flags as they were."""
     stages = []
-    real = lyra.model._check_stage
+    real = lyra.model.build_checks._check_stage
 
     def counting(cfg, where, *rest):
         stages.append(where)
         real(cfg, where, *rest)
 
-    monkeypatch.setattr(lyra.model, "_check_stage", counting)
+    monkeypatch.setattr(lyra.model.build_checks, "_check_stage", counting)
     build_model(ModelConfig(**TINY))
     assert stages == []
     build_model(ModelConfig(**TINY, decoder_block="oobleck_decoder_block", residual_unit="quiet_unit"))
@@ -237,7 +239,7 @@ def test_the_shape_check_runs_only_for_stages_holding_plugin_components(gates, m
     model = build_model(noisy)
     checked = torch.rand(3)
     assert len(stages) == 4 + 6 and all(m.training for m in model.modules())
-    monkeypatch.setattr(lyra.model, "_check_shapes", lambda model: None)
+    monkeypatch.setattr(lyra.model.vae, "check_shapes", lambda model: None)   # the name VAE calls
     torch.manual_seed(0)
     build_model(noisy)
     assert torch.equal(torch.rand(3), checked)           # the same draws as a build without the check

@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from lyra import registry
-from lyra.checkpoint import load_model, read_checkpoint, save_checkpoint
+from lyra.model.checkpoint import load_model, read_checkpoint, save_checkpoint
 from lyra.cli import main
-from lyra.compilation import is_compiled, stages
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
-from lyra.model import build_model
-from lyra.snake import snake_reference as lyra_snake
+from lyra.model.compilation import is_compiled, stages
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
+from lyra.model.vae import build_model
+from lyra.model.snake import snake_reference as lyra_snake
 from plugin_helpers import (  # noqa: F401  (fixtures)
     EXAMPLE, builtins_only, clean_registry, example_distribution, example_plugin, write_distribution)
 
@@ -131,7 +131,7 @@ def test_bad_option_value_is_a_one_line_error(example_plugin):
 
 def test_streaming_the_plugin_model_equals_offline(example_plugin):
     """The plugin's filters are Conv1d modules, so the streaming codec sizes its overlap for them."""
-    from lyra.streaming import decode_stream, encode_stream
+    from lyra.codec.streaming import decode_stream, encode_stream
 
     torch.manual_seed(6)
     model = build_model(ModelConfig(**TINY, **PLUGIN_CFG)).eval()  # hop 16: many chunks, cheaply
@@ -399,8 +399,8 @@ def test_cli_train_encode_decode_with_the_plugin_and_without_it(example_plugin, 
     and `lyra decode` with the checkpoint; then, in a process without the plugin, the message."""
     import soundfile as sf
 
-    from lyra.audio import load_audio
-    from lyra.container import read_lyra
+    from lyra.audio.reading import load_audio
+    from lyra.audio.container import read_lyra
 
     rng = np.random.default_rng(7)
     data = tmp_path / "data"

@@ -1,4 +1,4 @@
-"""`lyra encode DIR OUT_DIR` as a dataset job (`lyra.preencode`): a rerun skips complete outputs
+"""`lyra encode DIR OUT_DIR` as a dataset job (`lyra.codec.preencode`): a rerun skips complete outputs
 and redoes incomplete ones and leftovers, --force redoes all, another model's outputs are refused,
 the manifest's fields, the sharding, and torchrun on two CPU processes writing the bytes one
 process writes (each file by one rank), with the progress bar only on a terminal."""
@@ -23,10 +23,11 @@ import pytest
 import soundfile as sf
 
 from cli_helpers import CreatedFiles, lyra_env, lyra_executable, small_checkpoint, write_wav
-from lyra.audio import resampled_length
+from lyra.audio.resample import resampled_length
 from lyra.cli import main
-from lyra.container import read_lyra
-from lyra.preencode import TEMPORARY, shard
+from lyra.audio.container import read_lyra
+from lyra.codec.preencode import shard
+from lyra.codec.resume import TEMPORARY
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 44100
@@ -132,6 +133,7 @@ def test_a_rerun_skips_complete_outputs_and_redoes_incomplete_ones(tmp_path, cap
     forced = state(out)
     assert all(forced[name] != after[name] for name in after)
     assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.lyra")} == originals
+    assert run(capsys, "encode", music, out, "-c", ckpt, "--quiet") == (0, "")   # no start line, no summary
 
 
 def test_outputs_of_another_model_or_dtype_are_refused_unless_forced(tmp_path, capsys, ckpt):
@@ -171,7 +173,7 @@ def test_a_manifest_replaces_only_a_manifest(tmp_path, capsys, ckpt):
 
 
 def test_a_file_that_fails_in_any_way_is_reported_and_the_others_are_written(tmp_path, capsys, ckpt, monkeypatch):
-    from lyra.codec import Codec
+    from lyra.codec.codec import Codec
 
     music = tmp_path / "music"
     music.mkdir()

@@ -1,4 +1,4 @@
-"""The one progress display (`lyra.progress`): drawn on a terminal within its width, absent
+"""The one progress display (`lyra.core.progress`): drawn on a terminal within its width, absent
 when the output is piped, silenced by --quiet; and as `lyra train` and `lyra encode DIR OUT`
 show it, run on a pseudo-terminal (`run_on_pty`) and piped.
 
@@ -20,8 +20,8 @@ import pytest
 from cli_helpers import (ANSI_ESCAPE, lyra_executable, open_terminal, read_terminal, run_on_pty, screen_lines,
                          small_checkpoint, terminal_env, write_wav)
 from lyra.cli import main
-from lyra.progress import Progress, draws
-from lyra.train.toml_writer import dumps
+from lyra.core.progress import Progress, draws
+from lyra.core.toml import dumps
 from train_helpers import make_data, tiny_config_dict
 
 SHOW_CURSOR, HIDE_CURSOR = "\x1b[?25h", "\x1b[?25l"

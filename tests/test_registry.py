@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lyra import registry
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 from lyra.registry import Registry
 from plugin_helpers import clean_registry, write_distribution  # noqa: F401  (autouse fixture)
 
@@ -103,7 +103,7 @@ def test_unknown_name_lists_the_registered_names_and_the_closest():
 
 
 def test_builtins_are_registered_on_first_lookup():
-    from lyra import blocks
+    from lyra.model import blocks
 
     assert registry.get("activation", "snake") is blocks.Snake
     assert registry.component("encoder_block", "encoder_block").provider == "lyra"

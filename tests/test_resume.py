@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import lyra.train.engine as engine
-from lyra.checkpoint import read_checkpoint
+from lyra.model.checkpoint import read_checkpoint
 from lyra.train.metrics_log import read_metrics
 from lyra.train.state import capture_rng, restore_rng
 
@@ -113,7 +113,7 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
 def test_a_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, signum):
     make_data(tmp_path)
     config = tmp_path / "run.toml"
-    from lyra.train.toml_writer import dumps
+    from lyra.core.toml import dumps
 
     data = tiny_config_dict(tmp_path, optim={"max_steps": 100000, "warmup_steps": 10},
                             logging={"progress": "lines", "log_every": 1, "eval_every": 100000},

@@ -24,7 +24,7 @@ import pytest
 import torch
 from torch import nn
 
-from lyra.snake import snake, snake_reference, snake_reference_backward
+from lyra.model.snake import snake, snake_reference, snake_reference_backward
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"  # as this process started
@@ -374,7 +374,7 @@ def test_import_is_lazy_and_triton_is_optional():
         "import lyra\n"
         "assert 'triton' not in sys.modules and 'lyra_kernels' not in sys.modules, 'import side effect'\n"
         "sys.modules['triton'] = None  # as on a machine without triton\n"
-        "from lyra.snake import snake_reference\n"
+        "from lyra.model.snake import snake_reference\n"
         "x = torch.randn(1, 2, 5, requires_grad=True)\n"
         "la, lb = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)\n"
         "y = lyra.snake(x, la, lb)\n"

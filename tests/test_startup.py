@@ -80,9 +80,9 @@ def test_import_lyra_is_lazy_and_its_names_load_on_first_use():
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["after_import"] == [] and out["torch_after_error"] is False
-    assert out["error"] == "lyra.errors"
+    assert out["error"] == "lyra.core.errors"
     assert set(out["all"]) == {"Codec", "LyraError", "ModelConfig", "VAE", "build_model", "registry", "snake"}
     assert set(out["all"]) | {"__version__"} <= set(out["dir"])
-    assert out["model"] is True and out["codec"] == "lyra.codec.Codec"
+    assert out["model"] is True and out["codec"] == "lyra.codec.codec.Codec"
     assert out["snake"] == [1, 2, 3]                 # still the function after `lyra.snake` the module loaded
     assert out["missing"] == "module 'lyra' has no attribute 'no_such_name'"

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import lyra
-import lyra.blocks
+import lyra.model.blocks
 from lyra import registry
-from lyra.config import ModelConfig
-from lyra.overlap import Context, OverlapStream, crop_stream, run_stream
-from lyra.streaming import (StagedDecoder, decode_stream, decoder_context, encode_stream, encoder_context,
+from lyra.model.config import ModelConfig
+from lyra.audio.overlap import Context, OverlapStream, crop_stream, run_stream
+from lyra.codec.streaming import (StagedDecoder, decode_stream, decoder_context, encode_stream, encoder_context,
                             receptive_field)
 
 TOL = 1e-4
@@ -145,7 +145,7 @@ def test_streaming_refuses_what_it_cannot_vouch_for(scratch_registry, tiny):
     with pytest.raises(lyra.LyraError, match=r"Sequential\.0 is a ShiftedConv"):
         receptive_field(net, torch.zeros(1, 2, 16), "input")
     # Registered streamable and made only of what streaming knows: accepted.
-    scratch_registry.register("activation", "snake_too", lyra.blocks.Snake, streamable=True)
+    scratch_registry.register("activation", "snake_too", lyra.model.blocks.Snake, streamable=True)
     model = lyra.build_model(dataclasses.replace(config, activation="snake_too")).eval()
     assert torch.cat(list(encode_stream(model, [x], 7)), dim=-1).shape[-1] == 50
 
@@ -153,7 +153,7 @@ def test_streaming_refuses_what_it_cannot_vouch_for(scratch_registry, tiny):
 def test_the_streaming_plan_is_measured_once_per_model(tiny, monkeypatch):
     """Streaming does not run the model with hooks on every call (that would make compiled
     stages recompile): the plan is measured on first use and kept."""
-    import lyra.streaming as streaming
+    import lyra.codec.streaming as streaming
 
     model = tiny_model(seed=3)
     calls = []

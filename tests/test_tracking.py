@@ -13,8 +13,8 @@ import pytest
 import soundfile as sf
 
 import lyra.train.engine as engine
-from lyra.errors import LyraError
-from lyra.extras import install_hint
+from lyra.core.errors import LyraError
+from lyra.core.extras import install_hint
 from lyra.train.config import LoggingConfig
 from lyra.train.metrics_log import check_trackers
 from train_helpers import make_data, tiny_config

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from lyra.cli import main
-from lyra.config import ModelConfig
-from lyra.errors import LyraError
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
 from lyra.train.config import TrainConfig, apply_overrides, commented_toml
-from lyra.demo import DEMO_TOML_HEADER, demo_config
-from lyra.train.toml_writer import dumps
+from lyra.apps.demo import DEMO_TOML_HEADER, demo_config
+from lyra.core.toml import dumps
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,12 +129,12 @@ def test_shipped_configs_load_and_mean_what_they_say():
 
 
 def test_train_fails_in_one_line_before_anything_heavy(tmp_path, capsys, monkeypatch):
-    import lyra.train.engine as engine
+    import lyra.train.run_setup as run_setup
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not be built when the data folder is bad")
 
-    monkeypatch.setattr(engine, "build_model", no_model)
+    monkeypatch.setattr(run_setup, "build_model", no_model)
     cases = [
         ("missing.toml", None, "missing.toml: no such config file"),
         ("run.toml", f'[data]\ntrain_dir = "{tmp_path / "nope"}"\n', f"data.train_dir: folder {tmp_path / 'nope'} does not exist"),

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lyra.atomic import atomic_write
-from lyra.errors import LyraError
+from lyra.core.atomic import atomic_write
+from lyra.core.errors import LyraError
 
 DEFAULT_STORAGE = Path(".benchmarks")
 VARIANT_ORDER = ("copy", "eager", "lyra", "compile", "reference_compiled", "compile bf16", "reference_compiled bf16")

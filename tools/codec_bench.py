@@ -66,7 +66,7 @@ def build(model: str):
 def speed(args: argparse.Namespace) -> None:
     import torch
 
-    from lyra.streaming import decode_stream, encode_stream
+    from lyra.codec.streaming import decode_stream, encode_stream
 
     if args.threads:
         torch.set_num_threads(args.threads)

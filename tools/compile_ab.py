@@ -9,7 +9,7 @@ variant once, in turn, so the ratios compare like with like. Variants (same weig
 Snake in all of them, inference under `torch.no_grad`):
 
     eager    build_model()
-    staged   build_model(compile=True): every stage compiled on its own (`lyra.compilation`)
+    staged   build_model(compile=True): every stage compiled on its own (`lyra.model.compilation`)
     whole    build_model(), then one `torch.compile` of the encoder and one of the decoder
 
 Each round also times a 2048 x 2048 float32 matmul, the machine's practical peak: the
@@ -32,8 +32,8 @@ import torch
 from torch.profiler import profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from lyra.config import ModelConfig
-from lyra.model import build_model
+from lyra.model.config import ModelConfig
+from lyra.model.vae import build_model
 
 
 def variants(cfg: ModelConfig) -> dict[str, torch.nn.Module]:

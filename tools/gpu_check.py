@@ -5,7 +5,7 @@
     python tools/gpu_check.py --smoke # the same code on the CPU, tiny sizes: checks the script
 
 1. Snake correctness at a realistic size, fp32 and bf16: forward, grad_x, grad_log_alpha and
-   grad_log_beta of `lyra.snake.snake` (the Triton op on CUDA) against the float64 reference
+   grad_log_beta of `lyra.model.snake.snake` (the Triton op on CUDA) against the float64 reference
    on the GPU; the backward bit-identical run to run; a strided input; `torch.library.opcheck`
    of both ops; compiled (`fullgraph=True`, time axis dynamic) matches eager, and inductor's
    code launches Lyra's kernels (`_snake_fwd_kernel`, `_snake_bwd_kernel`).
@@ -18,7 +18,7 @@
    `build_model()` (Triton op) and `build_model(compile=True)`, time and peak memory
    (`max_memory_allocated`). Target: compiled >= 2x eager throughput at <= 0.5x its memory.
 4. Codec throughput of the default model as `lyra encode/decode` runs it
-   (`lyra.inference.prepare_model`): whole file and streamed, fp32 and bf16, eager and
+   (`lyra.codec.inference.prepare_model`): whole file and streamed, fp32 and bf16, eager and
    `--compile`, in x realtime; bf16's SI-SDR against fp32.
 
 Exits 1 if any check fails, 0 with "no CUDA device" where there is none (without --smoke).
@@ -37,13 +37,14 @@ from typing import Callable
 
 import torch
 
-from lyra.config import ModelConfig
-from lyra.inference import model_device_dtype, prepare_model
-from lyra.loss import MultiResolutionSTFTLoss, kl_divergence
-from lyra.metrics import si_sdr
-from lyra.model import build_model
-from lyra.snake import snake, snake_reference, snake_reference_backward
-from lyra.streaming import decode_stream, encode_stream
+from lyra.model.config import ModelConfig
+from lyra.codec.inference import model_device_dtype, prepare_model
+from lyra.eval.stft import MultiResolutionSTFTLoss
+from lyra.train.losses.kl import kl_divergence
+from lyra.eval.metrics import si_sdr
+from lyra.model.vae import build_model
+from lyra.model.snake import snake, snake_reference, snake_reference_backward
+from lyra.codec.streaming import decode_stream, encode_stream
 
 U32 = 2.0**-24
 ULP = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-7}  # one unit in the last place of the output

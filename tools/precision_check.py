@@ -4,9 +4,9 @@ in fp32 and in bf16 / fp16, compared (BENCHMARKS.md, "Reduced precision").
     python tools/precision_check.py                      # default model, 5 s, fp32 vs bf16 and fp16
     python tools/precision_check.py --model small --seconds 20 --compile
 
-The input is synthetic voiced stereo audio (`lyra.synth.voiced_clip`); the model has
+The input is synthetic voiced stereo audio (`lyra.audio.synth.voiced_clip`); the model has
 random weights (seed 0), as no trained weights ship. Each precision is prepared exactly as
-the CLI's ``--precision`` does (`lyra.inference.prepare_model`). Printed per precision: the
+the CLI's ``--precision`` does (`lyra.codec.inference.prepare_model`). Printed per precision: the
 relative error of the latent means against fp32, the SI-SDR of the decoded audio against the
 fp32 decode (the cost in quality), the SI-SDR of a full round trip (encode and decode in that
 precision) against the fp32 round trip, and the seconds each took (on a CPU without native
@@ -21,11 +21,11 @@ import time
 import numpy as np
 import torch
 
-from lyra.config import ModelConfig
-from lyra.inference import decode_latents, encode_mean, native_precision, precision_dtype, prepare_model
-from lyra.metrics import si_sdr
-from lyra.model import build_model
-from lyra.synth import voiced_clip
+from lyra.model.config import ModelConfig
+from lyra.codec.inference import decode_latents, encode_mean, native_precision, precision_dtype, prepare_model
+from lyra.eval.metrics import si_sdr
+from lyra.model.vae import build_model
+from lyra.audio.synth import voiced_clip
 
 
 def encode(model, audio: torch.Tensor) -> torch.Tensor:

@@ -31,9 +31,9 @@ import torch
 from safetensors.torch import save_file
 
 import stable_audio_reference as reference
-from lyra.importers.stable_audio_tools import import_vae
-from lyra.inference import prepare_model
-from lyra.model import build_model
+from lyra.model.importers.stable_audio_tools import import_vae
+from lyra.codec.inference import prepare_model
+from lyra.model.vae import build_model
 
 
 def sync(device: torch.device) -> None:

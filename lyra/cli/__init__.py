@@ -4,6 +4,10 @@ How commands end (exit statuses, the one-line error, ``LYRA_DEBUG=1``, signals, 
 stdout) is `lyra.cli.exits`; the app class that applies it to every command is `lyra.cli.app`.
 Usage errors print typer's usage message and exit with status 2; `lyra` alone prints the help
 and exits with 2 as well (no command is a usage error). ``-h`` is ``--help``.
+
+May import: every other part of Lyra; the command modules import torch only inside the commands
+that need it, so ``lyra --help`` starts without it. Nothing imports the command line. See
+docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ app = LyraTyper(
 
 def _print_version(value: bool) -> None:
     if value:
-        from lyra.version import version
+        from lyra.core.version import version
 
         typer.echo(f"lyra {version()}")
         raise typer.Exit()
@@ -43,13 +47,14 @@ def _options(
 # Command modules, each adding its commands to `app`.
 from lyra.cli import codec as _codec  # noqa: E402
 from lyra.cli import demo as _demo  # noqa: E402
+from lyra.cli import eval as _eval  # noqa: E402
 from lyra.cli import imports as _imports  # noqa: E402
 from lyra.cli import model as _model  # noqa: E402
 from lyra.cli import plot as _plot  # noqa: E402
 from lyra.cli import plugins as _plugins  # noqa: E402
 from lyra.cli import train as _train  # noqa: E402
 
-for _module in (_model, _codec, _imports, _plugins, _train, _demo, _plot):
+for _module in (_model, _codec, _eval, _imports, _plugins, _train, _demo, _plot):
     _module.register(app)
 
 

@@ -1,33 +1,32 @@
-"""Codec commands: `lyra encode`, `lyra decode`, `lyra info`, `lyra eval`.
+"""Codec commands: `lyra encode`, `lyra decode`, `lyra info` (`lyra eval`: `lyra.cli.eval`).
 
 Every IN/OUT may be ``-`` (stdin/stdout), so ``... | lyra encode --stream - - | lyra decode
 --stream - out.wav`` is a pipeline; a folder as IN is processed file by file into a mirrored
 folder OUT (`lyra encode` of a folder is a resumable dataset job, parallel under torchrun:
-`lyra.preencode`). Messages go to stderr (stdout may be carrying data). Outputs are written
+`lyra.codec.preencode`). Messages go to stderr (stdout may be carrying data). Outputs are written
 atomically: an error or Ctrl-C leaves nothing behind, and inputs are never modified.
 
-The codec itself is `lyra.codec.Codec` (the library API); this module parses arguments, shows
-progress (`lyra.progress`, on a terminal, unless --quiet) and prints the summaries.
+The codec itself is `lyra.codec.codec.Codec` (the library API); this module parses arguments, shows
+progress (`lyra.core.progress`, on a terminal, unless --quiet) and prints the summaries.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Callable, Iterator, Optional
 
 import typer
 
-from lyra.errors import LyraError, os_error_line
+from lyra.core.errors import LyraError, os_error_line
 
 if TYPE_CHECKING:
-    from lyra.codec import Codec
+    from lyra.codec.codec import Codec
 
-OneFile = Callable[[str, str, Optional[Callable[[float, Optional[float]], None]]], str]
+OnProgress = Callable[[float, Optional[float]], None]   # `lyra.codec.files.ProgressCallback`
+OneFile = Callable[[str, str, Optional[OnProgress]], str]
 
-DTYPE_CHOICES = ("float16", "bfloat16", "float32", "int8")
 CheckpointOpt = Annotated[Path, typer.Option("--checkpoint", "-c", help="Model checkpoint (from `lyra init-checkpoint` or `lyra train`).")]
 StreamOpt = Annotated[bool, typer.Option("--stream", help="Process in overlapping chunks: constant memory, starts output at once, the same result as without within float rounding.")]
 ChunkOpt = Annotated[float, typer.Option("--chunk-seconds", help="Audio per chunk with --stream (plus the model's receptive field of context either side).")]
@@ -42,10 +41,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress displ
 # ---------------------------------------------------------------------------------------
 # Shared plumbing
 # ---------------------------------------------------------------------------------------
-def _load(checkpoint: Path, device: str, threads: Optional[int] = None, precision: str = "fp32",
-          compile: bool = False, ema: bool = True, chunk_seconds: Optional[float] = None) -> "Codec":
+def load_codec(checkpoint: Path, device: str, threads: Optional[int] = None, precision: str = "fp32",
+               compile: bool = False, ema: bool = True, chunk_seconds: Optional[float] = None) -> "Codec":
     """`Codec.load`, with --chunk-seconds checked before any work."""
-    from lyra.codec import Codec
+    from lyra.codec.codec import Codec
 
     codec = Codec.load(checkpoint, device=device, precision=precision, compile=compile, ema=ema, threads=threads)
     if chunk_seconds is not None:
@@ -54,27 +53,43 @@ def _load(checkpoint: Path, device: str, threads: Optional[int] = None, precisio
 
 
 @contextlib.contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[Callable[[float, Optional[float]], None]]:
-    """A progress line for one file (`lyra.progress`: drawn only on a terminal), and the
+def _progress(label: str, quiet: bool) -> Iterator[OnProgress]:
+    """A progress line for one file (`lyra.core.progress`: drawn only on a terminal), and the
     callback `Codec.encode_file`/`decode_file` feed it with: (seconds done, total or None)."""
-    from lyra.progress import Progress
+    from lyra.core.progress import Progress
 
     with Progress(label, total=None, unit="s", quiet=quiet) as bar:
         yield lambda done, total: bar.update(completed=done, total=total)
 
 
-def _echo(message: str) -> None:
+def echo(message: str) -> None:
+    """A message line, on standard error (standard output may be carrying data)."""
     typer.echo(message, err=True)
 
 
-def _same_file(a: str, b: str) -> bool:
-    if "-" in (a, b):
-        return False
-    pa, pb = Path(a), Path(b)
-    try:
-        return pa.resolve() == pb.resolve() or (pb.exists() and pa.exists() and pa.samefile(pb))
-    except OSError:
-        return False
+def check_input(inp: str) -> None:
+    if inp != "-" and not Path(inp).exists():
+        raise LyraError(f"{inp}: no such file or folder")
+
+
+class _Report:
+    """`lyra.codec.preencode.Report` on standard error: lines, and a progress line on a terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        from lyra.core.progress import draws
+
+        self.draws = draws(quiet)
+
+    def line(self, text: str) -> None:
+        echo(text)
+
+    @contextlib.contextmanager
+    def progress(self, files: int, seconds: float) -> Iterator[Callable[[int, float], None]]:
+        from lyra.core.progress import Progress
+
+        # (the line before says how many files and processes)
+        with Progress("encoding", total=seconds or None, unit="s", quiet=not self.draws) as bar:
+            yield lambda done, audio: bar.update(completed=audio, files=f"{done}/{files} files")
 
 
 def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, label: str,
@@ -85,35 +100,32 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
     single file unless `quiet`; a single file gets a progress line fed through `progress`
     (None for the files of a folder, which get one progress line counting files). Failures in
     a folder are listed at the end. Existing outputs are refused before any work unless
-    `force` (--force). (`lyra encode` of a folder is `lyra.preencode` instead: resumable, and
+    `force` (--force). (`lyra encode` of a folder is `lyra.codec.preencode` instead: resumable, and
     parallel under torchrun.)
     """
-    from lyra.atomic import refuse_to_replace
+    from lyra.codec.mirror import list_folder, refuse_existing, same_file
+    from lyra.core.atomic import refuse_to_replace
 
     src = Path(inp)
     if inp == "-" or not src.is_dir():
-        if _same_file(inp, out):
+        if same_file(inp, out):
             raise LyraError(f"{out}: is the input file; refusing to overwrite it")
         if not force:
             refuse_to_replace(out)
         with _progress(f"{label} {'<stdin>' if inp == '-' else Path(inp).name}", quiet) as report:
             summary = _guard_os(one, inp, out, report)
         if not quiet:
-            _echo(summary)
+            echo(summary)
         return
-    from lyra.preencode import list_folder
-    from lyra.progress import Progress
+    from lyra.core.progress import Progress
 
     dst = Path(out)
     files = list_folder(inp, out, suffixes, out_suffix)
-    targets = {target: path for path, target in files}
-    existing = [t for t in targets if t.exists() or t.is_symlink()]
-    if existing and not force:
-        more = f", as do {len(existing) - 1} more in {out}" if len(existing) > 1 else ""
-        raise LyraError(f"{existing[0]}: already exists{more} (pass --force to overwrite)")
+    if not force:
+        refuse_existing(files, out)
     failures: list[str] = []
-    with Progress(label, total=len(targets), unit="files", quiet=quiet) as bar:
-        for target, path in targets.items():
+    with Progress(label, total=len(files), unit="files", quiet=quiet) as bar:
+        for path, target in files:
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 _guard_os(one, str(path), str(target), None)
@@ -121,11 +133,11 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
                 failures.append(str(exc))
             bar.advance(1)
     for message in failures:
-        _echo(f"lyra: error: {message}")
+        echo(f"lyra: error: {message}")
     if failures:
         raise LyraError(f"{len(failures)} of {len(files)} files failed; the others were written to {dst}")
     if not quiet:
-        _echo(f"{len(files)} files written to {dst}")
+        echo(f"{len(files)} files written to {dst}")
 
 
 def _guard_os(one: Callable[..., str], inp: str, out: str, *args: object) -> str:
@@ -174,55 +186,35 @@ def encode(
                torchrun --nproc_per_node=8 -m lyra encode music/ latents/ -c model.pt --manifest latents.jsonl
                ffmpeg -i in.m4a -f wav - | lyra encode --stream - out.lyra -c model.pt
     """
-    if dtype not in DTYPE_CHOICES:
-        raise LyraError(f"--dtype: expected one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
-    _check_input(inp)
+    from lyra.audio.container import check_dtype
+
+    check_dtype(dtype)
+    check_input(inp)
     if inp != "-" and Path(inp).is_dir():
-        _encode_folder(inp, out, checkpoint, stream, chunk_seconds, device, threads, compile, precision,
-                       dtype, downmix, force, manifest, ema)
+        from lyra.codec.preencode import Job, run
+
+        run(Job(inp, out, checkpoint, device=device, precision=precision, compile=compile, ema=ema, threads=threads,
+                stream=stream, chunk_seconds=chunk_seconds, dtype=dtype, downmix=downmix, force=force,
+                manifest=manifest, quiet=quiet), _Report(quiet))
         return
     if manifest is not None:
         raise LyraError("--manifest: only with a folder IN (a data set to pre-encode)")
-    from lyra.train.distributed import launched_by_torchrun
+    from lyra.core.distributed import launch
 
-    if launched_by_torchrun() and int(os.environ["WORLD_SIZE"]) > 1:
+    if (here := launch()) is not None and here.world_size > 1:
         raise LyraError(f"{inp}: not a folder; under torchrun, `lyra encode` shares a folder's files "
                         "among the processes (run one process for one file)")
-    codec = _load(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
-    from lyra.audio import AUDIO_SUFFIXES
+    codec = load_codec(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
+    from lyra.audio.folders import AUDIO_SUFFIXES
 
-    def one(src: str, dst: str, progress) -> str:
+    def one(src: str, dst: str, progress: Optional[OnProgress]) -> str:
         done = codec.encode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, dtype=dtype,
                                  downmix=downmix, progress=progress)
         if done.truncation:
-            _echo(done.truncation)                   # the header promised more than the file holds
+            echo(done.truncation)                    # the header promised more than the file holds
         return f"{done.name}: {done.frames} frames, {done.seconds:.3f} s, {done.bitrate / 1000:.2f} kbit/s ({dtype})"
 
     _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one, force=force, quiet=quiet)
-
-
-def _encode_folder(inp: str, out: str, checkpoint: Path, stream: bool, chunk_seconds: float, device: str,
-                   threads: Optional[int], compile: bool, precision: str, dtype: str, downmix: bool,
-                   force: bool, manifest: Optional[str], ema: bool = True) -> None:
-    """`lyra encode DIR OUT_DIR`: the job is `lyra.preencode.run`; here, how to load and encode."""
-    from lyra.audio import AUDIO_SUFFIXES
-    from lyra.preencode import Job, run
-
-    def load(dev: str) -> "Codec":      # on this process's device (cuda:LOCAL_RANK under torchrun)
-        return _load(checkpoint, dev, threads, precision, compile, ema, chunk_seconds)
-
-    def encode_file(codec: "Codec", src: str, dst: str):
-        done = codec.encode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, dtype=dtype, downmix=downmix)
-        if done.truncation:
-            _echo(done.truncation)
-        return done.trailer, done.header
-
-    run(Job(inp, out, load, encode_file, AUDIO_SUFFIXES, device=device, dtype=dtype, force=force, manifest=manifest))
-
-
-def _check_input(inp: str) -> None:
-    if inp != "-" and not Path(inp).exists():
-        raise LyraError(f"{inp}: no such file or folder")
 
 
 # ---------------------------------------------------------------------------------------
@@ -259,15 +251,15 @@ def decode(
                lyra decode song.lyra song.flac -c model.pt --original-rate --original-channels
                lyra encode --stream - - -c model.pt < in.wav | lyra decode --stream - out.wav -c model.pt
     """
-    _check_input(inp)
-    codec = _load(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
+    check_input(inp)
+    codec = load_codec(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
     suffix = "." + (fmt or "wav").lower()
 
-    def one(src: str, dst: str, progress) -> str:
+    def one(src: str, dst: str, progress: Optional[OnProgress]) -> str:
         done = codec.decode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, original_rate=original_rate,
                                  original_channels=original_channels, format=fmt, subtype=subtype, progress=progress)
         if done.clipped:
-            _echo(f"{done.name}: warning: {done.clipped} samples outside [-1, 1] were clipped (use --subtype FLOAT to keep them)")
+            echo(f"{done.name}: warning: {done.clipped} samples outside [-1, 1] were clipped (use --subtype FLOAT to keep them)")
         return f"{done.name}: {done.seconds:.3f} s at {done.sample_rate} Hz"
 
     _run_files(inp, out, (".lyra",), suffix, "decoding", one, force=force, quiet=quiet)
@@ -285,10 +277,10 @@ def info(
     \b
     Example:  lyra info song.lyra
     """
-    from lyra.container import DTYPES, open_lyra
-    from lyra.durations import format_duration
+    from lyra.audio.container import DTYPES, open_lyra
+    from lyra.core.durations import format_duration
 
-    _check_input(file)
+    check_input(file)
     with open_lyra(file) as reader:
         reader.read_all()            # checks every chunk's CRC and the end marker
         h, t = reader.header, reader.trailer
@@ -321,162 +313,7 @@ def info(
         typer.echo(f"{key + ':':<10}{value}")
 
 
-# ---------------------------------------------------------------------------------------
-# eval
-# ---------------------------------------------------------------------------------------
-METRICS = ("si_sdr_db", "stft_distance", "mel_distance")
-
-
-def evaluate(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="Reference audio file, or a folder of them.")],
-    degraded: Annotated[Optional[str], typer.Argument(metavar="DEGRADED", help="Audio to compare with REF (a file, or a folder mirroring REF). Omit with --checkpoint.")] = None,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Instead of DEGRADED: encode and decode REF with this model.")] = None,
-    stream: StreamOpt = False,
-    chunk_seconds: ChunkOpt = 10.0,
-    device: DeviceOpt = "auto",
-    threads: ThreadsOpt = None,
-    compile: CompileOpt = False,
-    precision: PrecisionOpt = "fp32",
-    ema: EmaOpt = True,
-    dtype: Annotated[str, typer.Option("--dtype", help="With --checkpoint: latent storage to simulate (as in a .lyra file).")] = "float16",
-    downmix: Annotated[bool, typer.Option("--downmix", help="Average a REF with more channels than DEGRADED (or than the model, with --checkpoint) into mono, as `lyra encode --downmix` does.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (the table or JSON and errors are still printed).")] = False,
-) -> None:
-    """Print reconstruction metrics: SI-SDR (dB, higher is better), multi-resolution STFT
-    distance and mel distance (lower is better), per file and averaged over a folder.
-
-    Both signals are resampled to 44.1 kHz before measuring, so files at any sample rate
-    give comparable numbers. In a folder, a pair that fails is reported and the others are
-    still measured; the exit status is then 1.
-
-    \b
-    Examples:  lyra eval song.wav song.decoded.wav
-               lyra eval music/ decoded/                (files matched by relative path, any audio suffix)
-               lyra eval music/ -c model.pt --stream    (round trip through the model)
-    """
-    if (degraded is None) == (checkpoint is None):
-        raise LyraError("eval: give either DEGRADED or --checkpoint (not both, not neither)")
-    if dtype not in DTYPE_CHOICES:
-        raise LyraError(f"--dtype: expected one of {', '.join(DTYPE_CHOICES)}, got {dtype!r}")
-    from lyra.audio import AUDIO_SUFFIXES
-
-    _check_input(ref)
-    if degraded is not None:
-        _check_input(degraded)
-    ref_path = Path(ref)
-    if ref_path.is_dir():
-        pairs = [(p, str(p.relative_to(ref_path))) for p in sorted(ref_path.rglob("*"))
-                 if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES]
-        if not pairs:
-            raise LyraError(f"{ref}: no audio files in this folder")
-    else:
-        pairs = [(ref_path, ref)]
-    if degraded is not None:
-        if ref_path.is_dir() != Path(degraded).is_dir():
-            raise LyraError(f"{degraded}: REF and DEGRADED must both be files or both be folders")
-
-        def measure(path: Path, rel: str) -> dict[str, float]:
-            other = _match(Path(degraded), rel) if ref_path.is_dir() else Path(degraded)
-            return _compare_files(path, other, downmix=downmix)
-    else:
-        codec = _load(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
-
-        def measure(path: Path, rel: str) -> dict[str, float]:
-            from lyra.audio import load_audio
-
-            x, _ = load_audio(path, codec.sample_rate, codec.channels, downmix)          # [C, T]
-            y = codec.round_trip(x, dtype=dtype, stream=stream, chunk_seconds=chunk_seconds)   # [C, T]
-            return _metrics(x, y, codec.sample_rate)
-
-    if len(pairs) == 1:
-        rows, failed = [(pairs[0][1], measure(*pairs[0]))], {}
-    else:
-        rows, failed = _measure_all(pairs, measure, quiet)
-    mean = {k: sum(r[k] for _, r in rows) / len(rows) for k in METRICS} if rows else None
-    if as_json:
-        typer.echo(json.dumps({"files": {name: r for name, r in rows}, "mean": mean, "failed": failed}, indent=2))
-    elif rows:
-        _print_table(rows, mean)
-    for message in failed.values():
-        _echo(f"lyra: error: {message}")
-    if failed:
-        raise LyraError(f"{len(failed)} of {len(pairs)} files failed; the others were measured")
-
-
-def _measure_all(pairs: list[tuple[Path, str]], measure: Callable[[Path, str], dict[str, float]],
-                 quiet: bool = False) -> tuple[list[tuple[str, dict[str, float]]], dict[str, str]]:
-    """Every pair measured, with a progress line: (rows, {name: error} for the pairs that failed)."""
-    from lyra.progress import Progress
-
-    rows: list[tuple[str, dict[str, float]]] = []
-    failed: dict[str, str] = {}
-    with Progress("evaluating", total=len(pairs), unit="files", quiet=quiet) as bar:
-        for path, rel in pairs:
-            try:
-                rows.append((rel, measure(path, rel)))
-            except LyraError as exc:
-                failed[rel] = str(exc)
-            except OSError as exc:   # still one line naming the file
-                failed[rel] = os_error_line(exc, path)
-            bar.advance(1)
-    return rows, failed
-
-
-def _print_table(rows: list[tuple[str, dict[str, float]]], mean: dict[str, float]) -> None:
-    width = max(12, *(len(name) for name, _ in rows))
-    typer.echo(f"{'file':<{width}}  {'SI-SDR (dB)':>11}  {'STFT dist':>9}  {'mel dist':>8}")
-    if len(rows) > 1:
-        rows = [*rows, (f"mean of {len(rows)}", mean)]
-    for name, r in rows:
-        typer.echo(f"{name:<{width}}  {r['si_sdr_db']:>11.2f}  {r['stft_distance']:>9.4f}  {r['mel_distance']:>8.4f}")
-
-
-def _match(folder: Path, rel: str) -> Path:
-    from lyra.audio import AUDIO_SUFFIXES
-
-    stem = folder / Path(rel).with_suffix("")
-    for suffix in (Path(rel).suffix, *AUDIO_SUFFIXES):
-        candidate = stem.with_suffix(suffix)
-        if candidate.is_file():
-            return candidate
-    raise LyraError(f"{folder}: no file matching {rel} (looked for {stem}.*)")
-
-
-def _metrics(ref, est, sample_rate: int) -> dict[str, float]:
-    import torch
-
-    from lyra.metrics import METRIC_RATE, at_metric_rate, mel_distance, si_sdr, stft_distance
-
-    ref, est = at_metric_rate(ref, sample_rate), at_metric_rate(est, sample_rate)   # any rate works
-    with torch.no_grad():
-        return {"si_sdr_db": float(si_sdr(ref, est)), "stft_distance": float(stft_distance(ref, est)),
-                "mel_distance": float(mel_distance(ref, est, sample_rate=METRIC_RATE))}
-
-
-def _compare_files(ref_path: Path, est_path: Path, downmix: bool = False) -> dict[str, float]:
-    from lyra.audio import expand_channels, mix_channels, open_audio, resample
-
-    with open_audio(ref_path) as src:
-        ref, rate = src.read_all(), src.sample_rate                       # [C, T]
-    with open_audio(est_path) as src:
-        est, est_rate = src.read_all(), src.sample_rate                   # [C', T']
-    est = resample(est, est_rate, rate)
-    ref = mix_channels(ref, est.shape[0], downmix)                        # [C, T] -> [1, T] if asked
-    if est.shape[0] != ref.shape[0]:
-        if 1 not in (est.shape[0], ref.shape[0]):
-            hint = "; pass --downmix to compare with REF mixed down" if ref.shape[0] > est.shape[0] else ""
-            raise LyraError(f"{est_path}: has {est.shape[0]} channels, {ref_path} has {ref.shape[0]}{hint}")
-        channels = max(est.shape[0], ref.shape[0])
-        ref, est = expand_channels(ref, channels), expand_channels(est, channels)
-    if abs(est.shape[-1] - ref.shape[-1]) > 2:   # resampling may round a length by a sample
-        raise LyraError(f"{est_path}: {est.shape[-1]} samples at {rate} Hz, but {ref_path} has {ref.shape[-1]}")
-    n = min(est.shape[-1], ref.shape[-1])
-    return _metrics(ref[..., :n], est[..., :n], rate)
-
-
 def register(app: typer.Typer) -> None:
     app.command("encode")(encode)
     app.command("decode")(decode)
     app.command("info")(info)
-    app.command("eval")(evaluate)

@@ -1,4 +1,4 @@
-"""`lyra demo`: the main job end to end on a CPU in a few minutes (see `lyra.demo`).
+"""`lyra demo`: the main job end to end on a CPU in a few minutes (see `lyra.apps.demo`).
 
 The demo fills its --out folder (data, run, held-out clips) and replaces what an earlier demo
 left there. A folder it did not make (no `MARKER` file in it) is not touched without --force.
@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 
 MARKER = ".lyra-demo"   # written into the folder: this folder is the demo's to replace
 
@@ -25,7 +25,7 @@ def demo(
 
     Prints SI-SDR and mel distance of a held-out clip's reconstruction before and after training.
     """
-    from lyra.demo import run_demo
+    from lyra.apps.demo import run_demo
 
     _claim(out, force)
     run_demo(out, steps=steps)

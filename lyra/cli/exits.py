@@ -15,7 +15,7 @@ raised while a command runs prints as one line ``lyra: warning: ...``.
 
 Signals: while a command runs, SIGINT, SIGTERM and SIGHUP (those not ignored at start, as
 ``nohup`` ignores SIGHUP) stop it at once, even inside a long model call or a blocking read: a
-watcher thread removes every temporary output (`lyra.atomic.remove_temporaries`), prints the
+watcher thread removes every temporary output (`lyra.core.atomic.remove_temporaries`), prints the
 line and exits. Commands that train (`lyra train`, `lyra demo`) stop gracefully instead: the
 training loop finishes its step and saves a checkpoint (see `lyra.train.interrupt`); outside
 the loop a signal raises `Interrupted`, which unwinds (removing temporaries) to the same line.
@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 
 import typer
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 
 DEBUG_ENV = "LYRA_DEBUG"
 BROKEN_PIPE_STATUS = 128 + 13     # as if killed by SIGPIPE, which Python ignores
@@ -114,7 +114,7 @@ def one_line_warnings() -> Iterator[None]:
 
 def interrupted(signum: int) -> int:
     """Remove temporary outputs, print the line, return 128 + `signum`."""
-    from lyra.atomic import remove_temporaries
+    from lyra.core.atomic import remove_temporaries
 
     remove_temporaries()
     _say(f"lyra: interrupted ({signal.Signals(signum).name})")
@@ -220,7 +220,7 @@ def _watch(read_end: int, err: int) -> None:
 
 
 def _exit_now(signum: int, err: int) -> None:
-    from lyra.atomic import remove_temporaries
+    from lyra.core.atomic import remove_temporaries
 
     remove_temporaries(hold=True)    # and no new temporary file from here on
     if err >= 0:

@@ -27,10 +27,10 @@ def stable_audio_tools(
     \b
     Example:  lyra import stable-audio-tools stable-audio-open-1.0/model.safetensors sao-vae.pt
     """
-    from lyra.atomic import refuse_to_replace
-    from lyra.checkpoint import model_fingerprint, save_checkpoint
-    from lyra.importers.stable_audio_tools import import_vae
-    from lyra.model import build_model
+    from lyra.core.atomic import refuse_to_replace
+    from lyra.model.checkpoint import model_fingerprint, save_checkpoint
+    from lyra.model.importers.stable_audio_tools import import_vae
+    from lyra.model.vae import build_model
 
     if not force:
         refuse_to_replace(out)

@@ -8,11 +8,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 
 
 def _config(config_path: Optional[Path], small: bool):
-    from lyra.config import ModelConfig
+    from lyra.model.config import ModelConfig
 
     if config_path is not None and small:
         raise LyraError("--small and a config file are mutually exclusive")
@@ -26,7 +26,7 @@ def model_info(
     small: Annotated[bool, typer.Option("--small", help="Describe the small test/demo model instead.")] = False,
 ) -> None:
     """Print a model's parameter count, hop, frame rate and per-stage shapes."""
-    from lyra.model import build_model
+    from lyra.model.vae import build_model
 
     cfg = _config(config, small)
     model = build_model(cfg)
@@ -50,9 +50,9 @@ def init_checkpoint(
     """Write a checkpoint with randomly initialised weights (to try the codec before training)."""
     import torch
 
-    from lyra.atomic import refuse_to_replace
-    from lyra.checkpoint import save_checkpoint
-    from lyra.model import build_model
+    from lyra.core.atomic import refuse_to_replace
+    from lyra.model.checkpoint import save_checkpoint
+    from lyra.model.vae import build_model
 
     if not force:
         refuse_to_replace(out)
@@ -79,8 +79,9 @@ def export(
 
         lyra export run/best.pt model.safetensors
     """
-    from lyra.atomic import refuse_to_replace
-    from lyra.export import export_model, read_header
+    from lyra.core.atomic import refuse_to_replace
+    from lyra.model.export import export_model
+    from lyra.model.export_format import read_header
 
     if str(out) == "-":
         raise LyraError("OUT: give a file name (an export is not written to standard output)")

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 
 
 def plot(
@@ -25,8 +25,8 @@ def plot(
     Examples:  lyra plot runs/demo                   (writes runs/demo/metrics.png)
                lyra plot runs/demo -o curves.png
     """
-    from lyra.atomic import refuse_to_replace
-    from lyra.extras import check
+    from lyra.core.atomic import refuse_to_replace
+    from lyra.core.extras import check
 
     if not run_dir.is_dir():
         raise LyraError(f"{run_dir}: no such directory" if not run_dir.exists() else f"{run_dir}: not a directory")
@@ -38,7 +38,7 @@ def plot(
         out = run_dir / "metrics.png"     # a derived picture, redrawn at will
     elif not force:
         refuse_to_replace(out)
-    from lyra.plots import write_metrics_plot
+    from lyra.pictures.plots import write_metrics_plot
     from lyra.train.metrics_log import load_records
 
     write_metrics_plot(load_records(metrics), out, run_dir.resolve().name)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 
 
 def plugins() -> None:
@@ -27,7 +27,7 @@ def plugins() -> None:
         if c.kind != kind:
             kind = c.kind
             typer.echo(kind)
-        source = f"plugin '{c.plugin}'" if c.plugin else ("built-in" if c.provider == "lyra" else "")
+        source = f"plugin '{c.plugin}'" if c.plugin else ("built-in" if c.provider == registry.BUILTIN_PROVIDER else "")
         # Streaming concerns the codec's model only: a discriminator never streams.
         streams = c.streamable or c.kind == "discriminator"
         flags = [f for f, on in (("not compile-safe", not c.compile_safe), ("not streamable", not streams)) if on]
@@ -52,6 +52,7 @@ def plugins() -> None:
 
 
 def _installed() -> list[str]:
+    """The plugin entry points installed, without loading them (autoloading is off)."""
     from importlib import metadata
 
     from lyra.registry import ENTRY_POINT_GROUP

@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 import typer
 
 from lyra.cli.app import LyraTyper
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY=VALUE", help="Override a config value, e.g. --set optim.lr=3e-4 (repeatable).")]
@@ -32,14 +32,10 @@ InitFromOption = Annotated[Optional[Path], typer.Option(
          "its model; a config without a [model] table takes the checkpoint's.")]
 
 
-def load_config(path: Path, overrides: list[str] | None):
-    """The run config from `path` with `--set` overrides applied, validated as one."""
-    return _load_config(path, overrides)[0]
-
-
 def _load_config(path: Path, overrides: list[str] | None):
-    """`load_config`, and whether the config has a [model] table (else it holds the default)."""
-    from lyra.config import read_toml
+    """The run config from `path` with `--set` overrides applied, validated as one, and whether
+    the config has a [model] table (else it holds the default)."""
+    from lyra.core.toml import read_toml
     from lyra.train.config import TrainConfig, apply_overrides
 
     data = apply_overrides(read_toml(path), overrides or [])
@@ -71,7 +67,8 @@ def train(
     `--resume` continues from it exactly. A run started with --init-from or --freeze-encoder
     keeps both: `--resume` alone continues it.
     """
-    from lyra.train.engine import check_start, train as run_training
+    from lyra.train.engine import train as run_training
+    from lyra.train.run_setup import check_start
 
     check_start(resume, init_from)   # before reading anything
     cfg, model_in_config = _load_config(config, overrides)
@@ -90,8 +87,8 @@ def config_init(
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
 ) -> None:
     """Write a commented starting config with every default (the design document's)."""
-    from lyra.atomic import atomic_write, refuse_to_replace
-    from lyra.config import ModelConfig
+    from lyra.core.atomic import atomic_write, refuse_to_replace
+    from lyra.model.config import ModelConfig
     from lyra.train.config import TrainConfig, commented_toml
 
     cfg = TrainConfig(model=ModelConfig.small()) if small else TrainConfig()
@@ -114,18 +111,18 @@ def config_show(
     With --init-from, as `lyra train --init-from` resolves it: a config without a [model]
     table shows the checkpoint's model.
     """
-    from lyra.train.toml_writer import dumps
+    from lyra.core.toml import dumps
 
     cfg, model_in_config = _load_config(config, overrides)
     if init_from is not None:
-        from lyra.checkpoint import read_checkpoint
-        from lyra.config import ModelConfig, from_dict
+        from lyra.model.checkpoint import read_checkpoint
+        from lyra.model.stored_model import config_from_state
         from lyra.train.config import with_checkpoint_model
 
         state = read_checkpoint(init_from)
-        model = from_dict(ModelConfig, state["model_config"], f"{init_from}:model")
+        model = config_from_state(state, str(init_from))
         cfg = with_checkpoint_model(cfg, model_in_config, model, str(init_from))
-    from lyra.model import check_components
+    from lyra.model.build_checks import check_components
 
     try:   # the components it names exist and take the options it gives them
         check_components(cfg.model)

@@ -16,8 +16,8 @@ import functools
 from torch.utils.checkpoint import checkpoint
 
 from lyra import registry
-from lyra.errors import LyraError
-from lyra.model import VAE
+from lyra.core.errors import LyraError
+from lyra.model.vae import VAE
 
 
 def checkpoint_residual_units(model: VAE) -> int:

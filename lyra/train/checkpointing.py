@@ -5,7 +5,7 @@
     run_dir/latest.pt                      the newest snapshot (what `--resume` continues)
     run_dir/best.pt                        the snapshot with the best value of checkpoint.best_metric
 
-Each snapshot is a `lyra.checkpoint` file (written atomically by `save_checkpoint`: temporary
+Each snapshot is a `lyra.model.checkpoint` file (written atomically by `save_checkpoint`: temporary
 file, fsync, rename), so `lyra encode/decode --checkpoint run_dir/best.pt` works on it.
 latest.pt and best.pt are hard links to snapshots (a copy where the file system has no hard
 links), each swapped in atomically with a rename.
@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lyra.atomic import atomic_path
-from lyra.checkpoint import save_checkpoint
-from lyra.model import VAE
+from lyra.core.atomic import atomic_path
+from lyra.model.checkpoint import save_checkpoint
+from lyra.model.vae import VAE
 
 
 class CheckpointStore:

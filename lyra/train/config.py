@@ -1,7 +1,7 @@
 """The training run's config: one TOML file, read once at the edge into typed dataclasses.
 
     run_dir = "runs/lyra"     seed = 0
-    [model]       lyra.config.ModelConfig (registry names and sizes)
+    [model]       lyra.model.config.ModelConfig (registry names and sizes)
     [data]        folders, crops, batch size, workers
     [optim]       AdamW, learning-rate schedule, clipping, accumulation, run length
     [loss]        multi-resolution STFT loss and the KL term with its annealing
@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lyra.config import ModelConfig, from_dict, read_toml, to_dict
-from lyra.errors import LyraError
+from lyra.core.toml import from_dict, read_toml, to_dict
+from lyra.model.config import ModelConfig
+from lyra.core.errors import LyraError
 
 
 def _field(default: Any, help: str) -> Any:
@@ -175,8 +176,8 @@ class LoggingConfig:
 
 # Validation metrics best.pt can be chosen by, and whether higher values are better.
 BEST_METRICS: dict[str, bool] = {
-    "mel_distance": False,    # log-mel L1 distance (lyra.metrics.mel_distance)
-    "stft_distance": False,   # multi-resolution STFT distance (lyra.metrics.stft_distance)
+    "mel_distance": False,    # log-mel L1 distance (lyra.eval.metrics.mel_distance)
+    "stft_distance": False,   # multi-resolution STFT distance (lyra.eval.metrics.stft_distance)
     "si_sdr": True,           # scale-invariant SDR in dB
     "loss": False,            # the training reconstruction loss (STFT [+ waveform] [+ mel]), without KL or adversarial terms
 }
@@ -369,33 +370,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-MODEL_HELP = {
-    "sample_rate": "audio sample rate (Hz)",
-    "channels": "audio channels (2: stereo)",
-    "base_channels": "width of the first encoder stage",
-    "latent_dim": "latent channels",
-    "c_mults": "width multipliers of the encoder blocks (x base_channels)",
-    "strides": "time downsampling of each encoder block (their product is the hop)",
-    "dilations": "dilations of the residual units in each block",
-    "residual_kernel_size": "kernel size of the residual units' dilated convolutions",
-    "logvar_clamp": "the posterior log-variance is clamped to +-this (posterior = \"logvar\")",
-    "posterior": "\"logvar\": the encoder gives a clamped log-variance; \"softplus\": sigma = softplus(s) + 1e-4 (stable-audio-tools)",
-    "decoder_in_kernel": "kernel size of the decoder's input convolution (Oobleck: 7)",
-    "decoder_out_bias": "the decoder's output convolution has a bias (Oobleck: false)",
-    "final_tanh": "squash the decoded audio with tanh",
-    "activation": "registered component names (see `lyra plugins`)",
-    "options": "options per component, by registered name: [model.options.NAME] goes to component NAME only",
-    "block_options": "deprecated: options passed to every component (use options)",
-}
-
-
 DEFAULT_HEADER = ("Lyra training run. `lyra train THIS.toml` trains; `lyra config show THIS.toml` prints the\n"
                   "resolved config. Unset keys take the defaults shown here (the design document's).")
 
 
 def commented_toml(cfg: TrainConfig, header: str = DEFAULT_HEADER) -> str:
     """`cfg` as a TOML file with each key's help text above it (`lyra config init`)."""
-    from lyra.train.toml_writer import dumps
+    from lyra.core.toml import dumps
 
     classes = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
                "runtime": RuntimeConfig, "logging": LoggingConfig, "checkpoint": CheckpointConfig,
@@ -404,8 +385,6 @@ def commented_toml(cfg: TrainConfig, header: str = DEFAULT_HEADER) -> str:
     def comment(table: str, key: str) -> str:
         if table == "":
             return help_text(TrainConfig, key)
-        if table == "model":
-            return MODEL_HELP.get(key, "")
         return help_text(classes[table], key)
 
     return dumps(to_dict(cfg), comment=comment, header=header)

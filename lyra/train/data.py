@@ -19,7 +19,7 @@
 
 Every crop is resampled to the model's rate, made stereo from mono, and peak-normalised.
 Files are read with soundfile directly, because cropping needs to seek (read a span) and
-`lyra.audio` reads whole files or streams; its channel mapping and resampler are reused.
+`lyra.audio.reading` reads whole files or streams; its channel mapping and resampler are reused.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-from lyra.errors import LyraError, first_line
+from lyra.audio.folders import audio_files
+from lyra.core.errors import LyraError, first_line
 
 Warn = Callable[[str], None]
 
@@ -63,8 +64,7 @@ class AudioFile:
 # ---------------------------------------------------------------------------------------
 def find_audio(folder: str | Path, extensions: tuple[str, ...]) -> list[Path]:
     """Audio files under `folder` (recursive, sorted), by extension (case-insensitive)."""
-    wanted = {f".{e.lower()}" for e in extensions}
-    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in wanted and p.is_file())
+    return audio_files(folder, [f".{e}" for e in extensions])
 
 
 def check_data_dirs(train_dir: str, val_dir: str | None, extensions: tuple[str, ...]) -> None:
@@ -140,7 +140,8 @@ def read_crop(file: AudioFile, start: int, spec: CropSpec) -> torch.Tensor:
     """
     import soundfile as sf
 
-    from lyra.audio import expand_channels, mix_channels, resample
+    from lyra.audio.channels import expand_channels, mix_channels
+    from lyra.audio.resample import resample
 
     ratio = file.sample_rate / spec.sample_rate
     margin = 0 if file.sample_rate == spec.sample_rate else 64

@@ -10,7 +10,7 @@ computed as ``ema.lerp_(weights, 1 - decay)`` in the weights' dtype, so a weight
 move (a frozen encoder) keeps its EMA exactly. Every floating-point entry of the model's
 ``state_dict`` takes part (the weights, and buffers if any), under the same names, so the
 EMA is itself a state dict of the model: checkpoints store it beside the weights ("ema"),
-`lyra.checkpoint.load_model` loads it, and validation runs with it swapped in
+`lyra.model.checkpoint.load_model` loads it, and validation runs with it swapped in
 (`swapped_in`), which leaves the training weights bit for bit as they were.
 """
 
@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError
 
 
 class EMA:

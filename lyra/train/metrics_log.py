@@ -6,7 +6,7 @@ a new run (no --resume) starts the file afresh, dropping the records of an earli
 that died before its first checkpoint. So the file always tells one consistent history.
 
 W&B and TensorBoard are optional extras: asking for one that is not installed is a one-line
-error at start-up (`lyra.extras`), not a failure mid-run; neither is ever imported otherwise.
+error at start-up (`lyra.core.extras`), not a failure mid-run; neither is ever imported otherwise.
 Both get the scalars (``train/loss``, ``val/si_sdr``, ...) and, from `media`, each validation
 clip's original and reconstruction as audio at the model's rate (``val/clip0/original``,
 ``val/clip0/reconstruction``) and its spectrogram picture (``val/clip0/spectrogram``).
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from lyra.atomic import atomic_write
-from lyra.errors import LyraError
-from lyra.extras import check
+from lyra.core.atomic import atomic_write
+from lyra.core.errors import LyraError
+from lyra.core.extras import check
 from lyra.train.config import LoggingConfig
 
 

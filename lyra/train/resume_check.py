@@ -10,7 +10,7 @@ only with the settings it was saved with. The checkpoint stores the run's config
   ``data.batch_size``, ``data.silence_threshold_db``, ``data.peak``, ``data.crop_attempts``,
   ``optim.grad_accum``, and, while adversarial training stays on, ``adversarial.discriminators``,
   ``adversarial.options`` and ``adversarial.balancer`` (the saved discriminators would not fit).
-  (A different ``[model]`` is refused too, by the engine.) To train on with such a change,
+  (A different ``[model]`` is refused too, by `lyra.train.run_setup`.) To train on with such a change,
   start a new run from the weights: ``--init-from run_dir/latest.pt``.
 - **warned** (the run continues with the new values, differently from here on; the warning
   names each key with both values): every other setting that changes the numbers --
@@ -24,7 +24,7 @@ only with the settings it was saved with. The checkpoint stores the run's config
   different count changes results from the next step on).
 - **ignored**: ``run_dir``, ``data.num_workers`` (the data order does not depend on it),
   ``runtime.max_nonfinite``, ``[logging]``, ``checkpoint.save_every``, ``checkpoint.keep_last``.
-  A different ``checkpoint.best_metric`` is the engine's to report: the best value starts over.
+  A different ``checkpoint.best_metric`` is `lyra.train.run_setup`'s to report: the best value starts over.
 """
 
 from __future__ import annotations
@@ -33,16 +33,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lyra.config import to_dict
-from lyra.errors import LyraError
+from lyra.core.toml import to_dict
+from lyra.core.errors import LyraError
 from lyra.train.config import TrainConfig
 
 REFUSED = {"seed", "data.train_dir", "data.val_dir", "data.val_fraction", "data.extensions", "data.segment_length",
            "data.batch_size", "data.silence_threshold_db", "data.peak", "data.crop_attempts", "optim.grad_accum"}
 ADVERSARIAL_STATE = {"adversarial.discriminators", "adversarial.options", "adversarial.balancer"}
 IGNORED = {"run_dir", "data.num_workers", "runtime.max_nonfinite", "checkpoint.save_every", "checkpoint.keep_last",
-           "checkpoint.best_metric"}   # the engine says what a new best metric does (the best value starts over)
-IGNORED_TABLES = {"logging", "model"}   # [model] is compared by the engine (its own message)
+           "checkpoint.best_metric"}   # run_setup says what a new best metric does (the best value starts over)
+IGNORED_TABLES = {"logging", "model"}   # [model] is compared by run_setup (its own message)
 PATHS = {"data.train_dir", "data.val_dir"}
 
 
@@ -99,7 +99,7 @@ def check_resume_config(saved_config: Any, cfg: TrainConfig, source: str | Path,
     `threads` is (saved, current) CPU thread counts for a CPU run, else None.
     """
     saved_config = saved_config if isinstance(saved_config, dict) else {}
-    try:   # [model] is compared by the engine: parse the rest
+    try:   # [model] is compared by run_setup: parse the rest
         saved = TrainConfig.from_mapping({k: v for k, v in saved_config.items() if k != "model"}, "")
     except LyraError as exc:
         return [f"{source}: its saved config cannot be read ({exc}); the settings cannot be compared"]

@@ -13,7 +13,7 @@ The training state stored under a checkpoint's ``"train"`` key:
       "threads": int,                 # CPU threads torch used (compared on resume; absent in older ones)
       "optimizer": {...},             # torch.optim state_dict (tensors and numbers)
       "scaler": {...},                # torch.amp.GradScaler state_dict ({} when unused)
-      "adversarial": {                # only with [adversarial] enabled (lyra.train.adversary)
+      "adversarial": {                # only with [adversarial] enabled (lyra.train.discriminator_training)
         "discriminators": {name: state_dict},
         "optimizer": {...}, "scaler": {...},
         "balancer": {"sums": {...}, "counts": {...}} | {},
@@ -28,9 +28,13 @@ The training state stored under a checkpoint's ``"train"`` key:
     }
 
 The EMA of the weights ([ema]) is not in here: it is the checkpoint's top-level "ema" (see
-`lyra.checkpoint`), where inference finds it. Random-number states are converted to tensors
+`lyra.model.checkpoint`), where inference finds it. Random-number states are converted to tensors
 and numbers (numpy's and Python's native states are tuples holding arrays, which a safe load
 rejects).
+
+A training state is input like any other: `check_train_state` and `check_optimizer_state`
+check what a resumed run reads (keys, types, sizes) before anything uses it; each problem is a
+one-line `LyraError` naming the file.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lyra.errors import LyraError
+from lyra.core.errors import LyraError, kind_of
+from lyra.model.stored_model import check_weights, config_from_state
 
 
 def capture_rng() -> dict[str, Any]:
@@ -70,6 +75,23 @@ def restore_rng(state: dict[str, Any]) -> None:
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss_next"]))
+
+
+@dataclass
+class Position:
+    """Where a run is (besides its weights, optimizers and random states): what each step
+    advances, saved in the training state and restored on resume."""
+
+    step: int = 0                 # optimizer steps done
+    batches: int = 0              # micro-batches consumed (the data order's position)
+    nonfinite_run: int = 0        # skipped steps in a row (non-finite, or fp16 overflow)
+    audio_seconds: float = 0.0    # audio seen so far, all processes
+
+    @classmethod
+    def from_state(cls, train: dict[str, Any]) -> "Position":
+        """The position a checked training state (`check_train_state`) records."""
+        return cls(int(train["step"]), int(train["batches"]), int(train["nonfinite_run"]),
+                   float(train["audio_seconds"]))
 
 
 @dataclass(frozen=True)
@@ -107,3 +129,98 @@ class RunStart:
         if flags["model_from_checkpoint"] and init_from is None:
             raise LyraError(f"{source}: training state 'start' takes its model from a checkpoint but names none")
         return cls(init_from, **flags)
+
+
+# ---------------------------------------------------------------------------------------
+# Checks of what `lyra train --resume` reads, before anything uses it
+# ---------------------------------------------------------------------------------------
+_TRAIN_INTS = ("step", "batches", "nonfinite_run", "world_size")
+_TRAIN_NUMBERS = ("best_val", "audio_seconds")
+
+
+def check_train_state(state: dict[str, Any], source: str | Path) -> None:
+    """A checkpoint (from `read_checkpoint`) that a run can resume from: its weights fit its
+    config and its "train" table has every key `lyra.train.run_setup.restore` reads, with sound types."""
+    source = str(source)
+    if "export_weights" in state:
+        raise LyraError(f"{source}: is an exported model (`lyra export`: weights only), with no training state "
+                        f"to resume from; start a new run from it with --init-from")
+    if "train" not in state:
+        raise LyraError(f"{source}: has no training state to resume from")
+    config = config_from_state(state, source)
+    check_weights(config, state["model"], source)
+    train = state["train"]
+    for key in (*_TRAIN_INTS, *_TRAIN_NUMBERS, "optimizer", "rng"):
+        if key not in train:
+            raise LyraError(f"{source}: training state has no '{key}'; it cannot be resumed")
+    for key in _TRAIN_INTS:
+        value = train[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < (1 if key == "world_size" else 0):
+            raise LyraError(f"{source}: training state '{key}' must be a non-negative integer, got {value!r}")
+    for key in _TRAIN_NUMBERS:
+        if isinstance(train[key], bool) or not isinstance(train[key], (int, float)):
+            raise LyraError(f"{source}: training state '{key}' must be a number, got {kind_of(train[key])}")
+    optimizer = train["optimizer"]
+    if (not isinstance(optimizer, dict) or not isinstance(optimizer.get("state"), dict)
+            or not isinstance(optimizer.get("param_groups"), list)):
+        raise LyraError(f"{source}: training state 'optimizer' is not an optimizer's state (state, param_groups)")
+    if not isinstance(train.get("scaler", {}), dict):
+        raise LyraError(f"{source}: training state 'scaler' must be a table, got {kind_of(train['scaler'])}")
+    _check_rng(train["rng"], source)
+    # Added with adversarial training and EMA; absent from older checkpoints.
+    if not isinstance(train.get("best_metric", ""), str):
+        raise LyraError(f"{source}: training state 'best_metric' must be a metric name, got {kind_of(train['best_metric'])}")
+    threads = train.get("threads", 1)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise LyraError(f"{source}: training state 'threads' must be a positive integer, got {threads!r}")
+    adversarial = train.get("adversarial")
+    if adversarial is not None and (not isinstance(adversarial, dict)
+                                    or not isinstance(adversarial.get("discriminators"), dict)):
+        raise LyraError(f"{source}: training state 'adversarial' must be a table with the discriminators' weights")
+
+
+def _check_rng(rng: Any, source: str) -> None:
+    """The random-number states of `capture_rng`, sized as this process's."""
+    bad = f"{source}: training state 'rng' is damaged"
+    if not isinstance(rng, dict) or not all(isinstance(rng.get(k), dict) for k in ("numpy", "python")):
+        raise LyraError(f"{bad} (expected torch, numpy and python states)")
+    torch_state, numpy_state, python_state = rng.get("torch"), rng["numpy"], rng["python"]
+    if (not isinstance(torch_state, torch.Tensor) or torch_state.dtype != torch.uint8
+            or torch_state.shape != torch.get_rng_state().shape):
+        raise LyraError(f"{bad} (its torch state is not a generator state)")
+    keys = numpy_state.get("keys")
+    if (not isinstance(keys, torch.Tensor) or keys.shape != np.random.get_state()[1].shape
+            or not isinstance(numpy_state.get("kind"), str)
+            or not all(isinstance(numpy_state.get(k), (int, float)) for k in ("pos", "has_gauss", "cached_gaussian"))):
+        raise LyraError(f"{bad} (its numpy state is not a generator state)")
+    internal = python_state.get("state")
+    if (not isinstance(internal, torch.Tensor) or internal.shape != (len(random.getstate()[1]),)
+            or not isinstance(python_state.get("version"), int)
+            or not isinstance(python_state.get("gauss_next"), (float, type(None)))):
+        raise LyraError(f"{bad} (its python state is not a generator state)")
+    cuda = rng.get("cuda", [])
+    if not isinstance(cuda, list) or not all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in cuda):
+        raise LyraError(f"{bad} (its cuda states are not generator states)")
+
+
+def check_optimizer_state(saved: dict[str, Any], optimizer: torch.optim.Optimizer, source: str | Path) -> None:
+    """`saved` (a checked train state's "optimizer") fits `optimizer`: the same parameter
+    groups and sizes, and every per-parameter state tensor shaped like its parameter."""
+    groups = saved["param_groups"]
+    if len(groups) != len(optimizer.param_groups):
+        raise LyraError(f"{source}: the optimizer state has {len(groups)} parameter groups, the model's optimizer "
+                        f"{len(optimizer.param_groups)}")
+    for i, (group, live) in enumerate(zip(groups, optimizer.param_groups)):
+        ids = group.get("params") if isinstance(group, dict) else None
+        if not isinstance(ids, list) or len(ids) != len(live["params"]):
+            count = len(ids) if isinstance(ids, list) else "no"
+            raise LyraError(f"{source}: optimizer parameter group {i} has {count} parameters, the model's has "
+                            f"{len(live['params'])}")
+        for index, param in zip(ids, live["params"]):
+            entry = saved["state"].get(index, {})
+            if not isinstance(entry, dict):
+                raise LyraError(f"{source}: optimizer state of parameter {index} is {kind_of(entry)}, not a table")
+            for name, value in entry.items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise LyraError(f"{source}: optimizer state '{name}' of parameter {index} is "
+                                    f"{list(value.shape)}, the parameter is {list(param.shape)}")

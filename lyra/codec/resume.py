@@ -1,0 +1,92 @@
+"""What a folder-encoding job finds at its outputs before any work (`check_output`):
+
+    complete     reads in full (`lyra.audio.container.open_lyra`: every chunk's CRC32 and place,
+                 the end marker) and names this model and the --dtype asked for: skipped
+    incomplete   a .lyra file (or a prefix of the magic bytes: empty) truncated or corrupted:
+                 encoded again
+    foreign      another model's or another --dtype's .lyra file, or anything else (not a
+                 .lyra file, a symbolic link, a folder, unreadable): the job is refused
+                 without --force
+
+and the temporaries a killed run left beside them (`remove_leftovers`). See docs/codec.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional, Sequence
+
+from lyra.audio.container import MAGIC, check_model, open_lyra
+from lyra.core.errors import LyraError
+
+if TYPE_CHECKING:
+    from lyra.model.config import ModelConfig
+
+# `lyra.core.atomic.atomic_write`'s temporary for OUT/NAME: OUT/.NAME.<8 hex digits>.tmp
+TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
+
+
+@dataclass(frozen=True)
+class Existing:
+    """What is at an output's path before the job: `kind` is missing, complete, incomplete or
+    foreign (see the module doc); `reason` says why for the last two; a complete one carries
+    its lengths (num_samples, sample_rate, frames)."""
+
+    kind: str
+    reason: str = ""
+    lengths: Optional[tuple[int, int, int]] = None
+
+
+def check_output(target: Path, fingerprint: str, config: ModelConfig, dtype: str, checkpoint: str) -> Existing:
+    """What `target` holds for the model `fingerprint` (`config`, loaded from `checkpoint`)
+    and latents stored as `dtype`: see `Existing` and the module doc."""
+    if target.is_symlink():
+        return Existing("foreign", "already exists as a symbolic link")
+    if not target.exists():
+        return Existing("missing")
+    if target.is_dir():
+        return Existing("foreign", "already exists as a folder")
+    try:
+        with target.open("rb") as f:
+            head = f.read(len(MAGIC))
+        if not MAGIC.startswith(head):
+            return Existing("foreign", "already exists and is not a .lyra file")
+        with open_lyra(target) as reader:
+            reader.read_all()               # every chunk's CRC32 and place, the end marker
+            header, trailer = reader.header, reader.trailer
+    except LyraError as exc:
+        return Existing("incomplete", str(exc))
+    except OSError as exc:
+        return Existing("foreign", f"already exists and cannot be read ({exc.strerror or exc})")
+    if header.model_fingerprint != fingerprint:
+        return Existing("foreign", f"already exists, encoded by model {header.model_fingerprint}; "
+                                   f"{checkpoint} is model {fingerprint}")
+    if header.dtype != dtype:
+        return Existing("foreign", f"already exists, stored as {header.dtype}, not --dtype {dtype}")
+    try:
+        check_model(header, config, str(target), checkpoint)   # a header altered, CRC redone
+    except LyraError as exc:
+        return Existing("incomplete", str(exc))
+    return Existing("complete", lengths=(trailer.num_samples, header.sample_rate, trailer.num_frames))
+
+
+def remove_leftovers(pairs: Sequence[tuple[Path, Path]]) -> int:
+    """Delete the temporaries a killed run left beside this job's targets; how many."""
+    names: dict[Path, set[str]] = {}
+    for _, target in pairs:
+        names.setdefault(target.parent, set()).add(target.name)
+    removed = 0
+    for folder, wanted in names.items():
+        if not folder.is_dir():
+            continue
+        for entry in os.scandir(folder):
+            match = TEMPORARY.match(entry.name)
+            if match and match["name"] in wanted and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
