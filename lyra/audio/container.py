@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import struct
 import sys
 import zlib
@@ -27,6 +26,7 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 import torch
 
+from lyra.audio.resample import MAX_SAMPLE_RATE, resampled_length
 from lyra.core.atomic import atomic_write
 from lyra.core.errors import LyraError
 from lyra.core.paths import input_kind
@@ -67,6 +67,8 @@ class Header:
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise LyraError(f"header {key}: expected a positive integer, got {value!r}")
+            if key.endswith("sample_rate") and value > MAX_SAMPLE_RATE:
+                raise LyraError(f"header {key}: {value} Hz is above the {MAX_SAMPLE_RATE} Hz Lyra handles")
         if self.dtype not in DTYPES:
             raise LyraError(f"header dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if not isinstance(self.model_fingerprint, str) or not self.model_fingerprint:
@@ -191,8 +193,8 @@ class LatentWriter:
 
     def finish(self, num_samples: int, source_num_samples: int) -> Trailer:
         """Write the end marker with the lengths; the stream is complete after this."""
-        if self.frames != math.ceil(num_samples / self.header.hop_length):
-            raise LyraError(f"{self.name}: {num_samples} samples need {math.ceil(num_samples / self.header.hop_length)} "
+        if self.frames != _frames_for(num_samples, self.header.hop_length):
+            raise LyraError(f"{self.name}: {num_samples} samples need {_frames_for(num_samples, self.header.hop_length)} "
                             f"latent frames, {self.frames} were written")
         trailer = Trailer(self.frames, num_samples, source_num_samples)
         lengths = _TRAILER.pack(trailer.num_frames, trailer.num_samples, trailer.source_num_samples)
@@ -330,7 +332,7 @@ class LatentReader:
         if self.version > 1 and _LINK.unpack_from(payload, _TRAILER.size)[0] != self._link:
             raise LyraError(f"{self.name}: corrupted .lyra file (the end marker does not continue "
                             f"{self._after}: one of them comes from another .lyra file)")
-        if trailer.num_samples < 1 or math.ceil(trailer.num_samples / hop) != self.frames:
+        if trailer.num_samples < 1 or _frames_for(trailer.num_samples, hop) != self.frames:
             raise LyraError(f"{self.name}: corrupted .lyra file ({trailer.num_samples} samples do not fit "
                             f"{self.frames} frames of {hop})")
         if self._read_some(1):
@@ -351,10 +353,28 @@ class LatentReader:
         return data
 
 
+def _frames_for(num_samples: int, hop: int) -> int:
+    """Latent frames that `num_samples` samples make (the ceiling, in exact integers)."""
+    return -(-num_samples // hop)
+
+
+def source_length(header: Header, trailer: Trailer, name: str) -> int:
+    """`trailer.source_num_samples`, checked against the decoded length: encoding resamples the
+    source to the model's rate, so the source's length at its rate maps onto `num_samples` (to
+    a sample, or one in four million for a length that went through float32 rounding)."""
+    n, have = trailer.source_num_samples, trailer.num_samples
+    mapped = resampled_length(n, header.source_sample_rate, header.sample_rate)
+    if n < 1 or abs(mapped - have) > 2 + have // (1 << 22):
+        raise LyraError(f"{name}: corrupted .lyra file (its end marker says the source had {n:,} samples at "
+                        f"{header.source_sample_rate} Hz, which do not make its {have:,} samples at "
+                        f"{header.sample_rate} Hz)")
+    return n
+
+
 def _parse_header(text: bytes, name: str) -> Header:
     try:
         data = json.loads(text.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):   # ValueError: JSONDecodeError, or an int of 4,300+ digits
         raise LyraError(f"{name}: corrupted .lyra file (the header is not JSON)") from None
     if not isinstance(data, dict):
         raise LyraError(f"{name}: corrupted .lyra file (the header is not a JSON object)")

@@ -33,7 +33,7 @@ import soundfile
 import torch
 
 from lyra.audio.channels import check_channels, expand_channels, mix_channels
-from lyra.audio.resample import resample, resample_stream
+from lyra.audio.resample import check_sample_rate, resample, resample_stream
 from lyra.audio.sndfile import error_reason, quiet_stderr
 from lyra.core.durations import format_duration
 from lyra.core.errors import LyraError
@@ -125,7 +125,7 @@ def open_audio(path: str | Path) -> AudioSource:
     stack = contextlib.ExitStack()
     try:
         with quiet_stderr():   # libmpg123 prints probing notes to fd 2 on non-audio input
-            sf = stack.enter_context(soundfile.SoundFile(path))
+            sf = stack.enter_context(soundfile.SoundFile(os.fsencode(path)))   # bytes: any file name
         with path.open("rb") as f:
             head = f.read(_HEAD_BYTES)
     except (soundfile.LibsndfileError, RuntimeError) as exc:
@@ -180,6 +180,11 @@ def open_audio_fd(fd: int, name: str, owned: bool = False) -> AudioSource:
 
 
 def _source(sf: soundfile.SoundFile, name: str, stack: contextlib.ExitStack, head: bytes) -> AudioSource:
+    try:
+        check_sample_rate(sf.samplerate, name)    # a .lyra header could not hold it, nor a resampler
+    except LyraError:
+        stack.close()
+        raise
     source = AudioSource(sf, name, stack)
     source.declared_frames = _declared_frames(head)
     if source.declared_frames is None and sf.format == "FLAC" and sf.frames > 0:
@@ -287,5 +292,5 @@ def load_audio(path: str | Path, sample_rate: int, channels: int, downmix: bool 
         check_channels(src.channels, channels, downmix, src.name)
         x = mix_channels(src.read_all(), channels, downmix)          # [C', T_src]
         info = AudioInfo(src.sample_rate, src.channels, src.frames_read, src.truncation)
-    x = resample(x, info.sample_rate, sample_rate)                  # [C', T_src] -> [C', T]
+    x = resample(x, info.sample_rate, sample_rate, src.name)        # [C', T_src] -> [C', T]
     return expand_channels(x, channels).contiguous(), info

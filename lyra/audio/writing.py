@@ -11,6 +11,7 @@ header by seeking back to it. Every byte is written or an `OSError` propagates.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import sys
@@ -22,6 +23,7 @@ import numpy as np
 import soundfile
 import torch
 
+from lyra.audio.resample import check_sample_rate
 from lyra.audio.sndfile import error_reason, write_error_reason
 from lyra.core.atomic import atomic_path
 from lyra.core.errors import LyraError
@@ -65,6 +67,7 @@ class AudioWriter:
         if self.format == "FLAC" and subtype == "FLOAT":
             raise LyraError(f"{path}: FLAC stores integers; use --subtype PCM_16 or PCM_24 (or write .wav)")
         self.subtype, self.frames = subtype, frames
+        _check_writable(self.path, self.format, sample_rate, channels, subtype)   # before any file exists
         self.clipped = 0
         self.written = 0
         self._stack = contextlib.ExitStack()
@@ -92,12 +95,18 @@ class AudioWriter:
                 self._sink = self._stack.enter_context(soundfile.SoundFile(
                     fd, "w", self.sample_rate, self.channels, self.subtype, format=self.format, closefd=True))
         except (soundfile.LibsndfileError, RuntimeError) as exc:
-            self._stack.close()
+            self._abandon(exc)
             raise LyraError(f"{self.path}: cannot write audio ({error_reason(exc)})") from None
-        except BaseException:
-            self._stack.close()
+        except BaseException as exc:
+            self._abandon(exc)
             raise
         return self
+
+    def _abandon(self, exc: BaseException) -> None:
+        """Unwind what `__enter__` opened as a failure, so that the temporary file is removed
+        (closing the stack normally would rename it into place)."""
+        with contextlib.suppress(Exception):
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
     def write(self, block: torch.Tensor) -> None:
         data = block.detach().float().cpu().numpy().T                      # [C, n] -> [n, C]
@@ -147,6 +156,17 @@ class AudioWriter:
             stream.flush()
 
 
+def _check_writable(path: str, fmt: str, sample_rate: int, channels: int, subtype: str) -> None:
+    """Refuse, in one line naming `path`, what libsndfile would refuse to write (a rate FLAC
+    cannot hold, too many channels), by trying it in memory."""
+    check_sample_rate(sample_rate, path)
+    try:
+        with soundfile.SoundFile(io.BytesIO(), "w", sample_rate, channels, subtype, format=fmt):
+            pass
+    except (soundfile.LibsndfileError, RuntimeError) as exc:
+        raise LyraError(f"{path}: cannot write audio ({error_reason(exc)})") from None
+
+
 class _WavStream:
     """A WAV written front to back (no seeking): for stdout, where libsndfile cannot."""
 
@@ -156,6 +176,8 @@ class _WavStream:
         self.f, self.subtype = f, subtype
         tag, bits = self._FORMATS[subtype]
         block_align = channels * bits // 8
+        if frames is not None and 36 + frames * block_align > 0xFFFFFFFF:
+            frames = None                    # too long for a WAV header to say: "unknown size"
         size = 0xFFFFFFFF if frames is None else frames * block_align
         riff = 0xFFFFFFFF if frames is None else 36 + size
         write_all(f, b"RIFF" + struct.pack("<I", riff) + b"WAVE"

@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from lyra.cli.app import LyraTyper
-from lyra.cli.exits import error_line
+from lyra.cli.exits import failed_outside_command, failing_stdout
 
 app = LyraTyper(
     name="lyra",
@@ -60,6 +60,7 @@ for _module in (_model, _codec, _eval, _imports, _plugins, _train, _demo, _plot)
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point: run the app; the exit status (see `lyra.cli.exits`)."""
+    failing_stdout()                      # started with stdout closed: printing fails, not vanishes
     try:
         app(args=argv, prog_name="lyra")
     except SystemExit as exc:             # typer ends every run so, with the status
@@ -68,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lyra: error: {exc.code}", file=sys.stderr)
         return 1
     except Exception as exc:  # noqa: BLE001 - outside any command: typer itself failed
-        print(f"lyra: error: {error_line(exc)}", file=sys.stderr)
-        return 1
+        return failed_outside_command(exc)
     return 0
 
 

@@ -103,7 +103,7 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
     `force` (--force). (`lyra encode` of a folder is `lyra.codec.preencode` instead: resumable, and
     parallel under torchrun.)
     """
-    from lyra.codec.mirror import list_folder, refuse_existing, same_file
+    from lyra.codec.mirror import list_folder, refuse_existing, refuse_special, same_file
     from lyra.core.atomic import refuse_to_replace
 
     src = Path(inp)
@@ -121,16 +121,19 @@ def _run_files(inp: str, out: str, suffixes: tuple[str, ...], out_suffix: str, l
 
     dst = Path(out)
     files = list_folder(inp, out, suffixes, out_suffix)
+    refuse_special(files)                  # a folder, a named pipe, ... at an output: even with --force
     if not force:
         refuse_existing(files, out)
     failures: list[str] = []
     with Progress(label, total=len(files), unit="files", quiet=quiet) as bar:
         for path, target in files:
-            target.parent.mkdir(parents=True, exist_ok=True)
             try:
+                target.parent.mkdir(parents=True, exist_ok=True)
                 _guard_os(one, str(path), str(target), None)
             except LyraError as exc:
                 failures.append(str(exc))
+            except OSError as exc:             # its folder cannot be made
+                failures.append(os_error_line(exc, target.parent))
             bar.advance(1)
     for message in failures:
         echo(f"lyra: error: {message}")

@@ -73,12 +73,23 @@ def evaluate(
 
 
 def _print_table(rows: list[tuple[str, dict[str, float]]], mean: Optional[dict[str, float]]) -> None:
+    rows = [(printable(name), r) for name, r in rows]
     width = max(12, *(len(name) for name, _ in rows))
     typer.echo(f"{'file':<{width}}  {'SI-SDR (dB)':>11}  {'STFT dist':>9}  {'mel dist':>8}")
     if len(rows) > 1 and mean is not None:
         rows = [*rows, (f"mean of {len(rows)}", mean)]
     for name, r in rows:
         typer.echo(f"{name:<{width}}  {r['si_sdr_db']:>11.2f}  {r['stft_distance']:>9.4f}  {r['mel_distance']:>8.4f}")
+
+
+def printable(name: str) -> str:
+    """A file name as any standard output can print it: the bytes of a name that is not
+    UTF-8 (b"\\xff.wav", which Python holds as "\\udcff.wav") as escapes: ``\\xff.wav``."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,9 @@
     141      standard output was closed by its reader (``lyra decode x.lyra - | head -c 1000``):
              silently, as a process killed by SIGPIPE would end
 
+A command that prints while standard output is closed (``lyra info x.lyra >&-``) or not
+writable fails with status 1 and one line saying so, instead of printing nowhere.
+
 `guarded(command)` wraps every command (see `lyra.cli.app`). An exception that is not a
 `LyraError` still prints one line, with its type, and says that ``LYRA_DEBUG=1`` shows the
 traceback; under ``LYRA_DEBUG=1`` every error prints its traceback first. A Python warning
@@ -24,7 +27,9 @@ the loop a signal raises `Interrupted`, which unwinds (removing temporaries) to 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import io
 import os
 import re
 import signal
@@ -58,6 +63,7 @@ def guarded(command: Callable[..., Any], graceful_signals: bool = False) -> Call
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
+        failing_stdout()
         try:
             with handled_signals(graceful_signals), one_line_warnings():
                 return command(*args, **kwargs)
@@ -83,12 +89,25 @@ def _ending(exc: BaseException) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     _say(f"lyra: error: {error_line(exc, debug)}")
+    if _stdout_closed(exc):
+        _silence_stdout()             # what is still buffered must not fail again at exit
+    return 1
+
+
+def failed_outside_command(exc: BaseException) -> int:
+    """For `lyra.cli.main`: typer itself failed (or ``--version`` could not print); the line
+    and the exit status."""
+    _say(f"lyra: error: {error_line(exc)}")
+    if _stdout_closed(exc):
+        _silence_stdout()
     return 1
 
 
 def error_line(exc: BaseException, debug: bool = False) -> str:
     """`exc` as one line: a `LyraError`'s message; an `OSError`'s file and cause; anything
     else's type and message, marked unexpected. All but the first point to the traceback."""
+    if _stdout_closed(exc):        # also a LyraError raised from it ("-: Bad file descriptor")
+        return STDOUT_CLOSED
     if isinstance(exc, LyraError):
         return _one_line(str(exc))
     if isinstance(exc, OSError) and exc.strerror:
@@ -126,8 +145,75 @@ def _one_line(text: str) -> str:
 
 
 def _say(line: str) -> None:
+    if sys.stderr is None:            # started with stderr closed: print() would use stdout
+        return
     with contextlib.suppress(OSError, ValueError):
         print(line, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------
+# A closed standard output
+# ---------------------------------------------------------------------------------------
+STDOUT_CLOSED = ("<stdout>: standard output is closed or not writable, so the output is lost "
+                 "(to discard it, redirect it to /dev/null)")
+
+
+class _ClosedStdout(io.BufferedIOBase):
+    """`sys.stdout.buffer` for a process started with file descriptor 1 closed: every write
+    fails as a write to a closed descriptor does (EBADF), until the failure has been reported
+    (`_silence_stdout`); an empty one succeeds (click probes streams so)."""
+
+    discard = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data))
+        if size and not self.discard:
+            raise OSError(errno.EBADF, "standard output is closed")
+        return size
+
+
+def failing_stdout() -> None:
+    """If the process started with standard output closed (Python then sets `sys.stdout` to
+    None, and click prints nowhere), make writing to it fail instead; and hold descriptor 1
+    open on /dev/null, or the next file opened would become it (and receive any C library's
+    output)."""
+    if sys.stdout is not None:
+        return
+    try:
+        os.fstat(1)
+    except OSError:
+        with contextlib.suppress(OSError):
+            fd = os.open(os.devnull, os.O_WRONLY)
+            if fd != 1:
+                os.dup2(fd, 1)
+                os.close(fd)
+    sys.stdout = io.TextIOWrapper(_ClosedStdout(), encoding="utf-8", write_through=True)
+
+
+def _stdout_closed(exc: BaseException | None) -> bool:
+    """`exc`, or an exception it was raised from, is a write to a standard output that is
+    closed or open only for reading (EBADF)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno == errno.EBADF and exc.filename is None:
+            return _stdout_unwritable()
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _stdout_unwritable() -> bool:
+    if isinstance(getattr(sys.stdout, "buffer", None), _ClosedStdout):
+        return True
+    try:
+        import fcntl
+
+        flags = fcntl.fcntl(1, fcntl.F_GETFL)
+    except (ImportError, OSError):
+        return True
+    return flags & os.O_ACCMODE == os.O_RDONLY
 
 
 def _broken_pipe(exc: BaseException | None) -> bool:
@@ -143,6 +229,9 @@ def _broken_pipe(exc: BaseException | None) -> bool:
 def _silence_stdout() -> None:
     """Point stdout at /dev/null: Python's flush at exit would otherwise print a second
     BrokenPipeError (the recipe in the `signal` module's documentation)."""
+    if isinstance(getattr(sys.stdout, "buffer", None), _ClosedStdout):
+        sys.stdout.buffer.discard = True
+        return
     with contextlib.suppress(OSError, ValueError, AttributeError):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

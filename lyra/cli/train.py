@@ -63,7 +63,8 @@ def train(
     the throughput and the time left; elsewhere (a log file, CI) a plain line every
     logging.log_every steps.
 
-    Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves a checkpoint and exits;
+    Ctrl-C (SIGINT) or SIGTERM finishes the current step (with optim.grad_accum > 1, the
+    current micro-batch, dropping the unfinished step), saves a checkpoint and exits;
     `--resume` continues from it exactly. A run started with --init-from or --freeze-encoder
     keeps both: `--resume` alone continues it.
     """

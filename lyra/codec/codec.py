@@ -24,8 +24,9 @@ import torch
 
 from lyra.audio.container import check_dtype
 from lyra.codec import files
-from lyra.codec.files import DecodedFile, EncodedFile, PathLike, ProgressCallback
+from lyra.codec.files import DecodedFile, EncodedFile, PathLike, ProgressCallback, check_decoded
 from lyra.codec.inference import decode_latents, encode_mean, model_device_dtype
+from lyra.core.limits import MAX_THREADS
 from lyra.core.errors import LyraError, kind_of
 
 if TYPE_CHECKING:
@@ -72,8 +73,8 @@ class Codec:
         from lyra.codec.inference import precision_dtype, resolve_device
 
         if threads is not None:
-            if threads < 1:
-                raise LyraError(f"--threads: must be at least 1, got {threads}")
+            if not 1 <= threads <= MAX_THREADS:
+                raise LyraError(f"--threads: must be between 1 and {MAX_THREADS}, got {threads}")
             torch.set_num_threads(threads)
         dev = resolve_device(device)
         precision_dtype(precision)                 # a bad precision fails before the model loads
@@ -149,7 +150,8 @@ class Codec:
     def decode(self, latents: torch.Tensor, length: Optional[int] = None, *, stream: bool = False,
                chunk_seconds: float = 10.0) -> torch.Tensor:
         """Audio at the model's rate: [D, F] -> [C, length], or [B, D, F] -> [B, C, length],
-        float32 on the CPU; `length` (samples, 1..F * hop) defaults to F * hop."""
+        float32 on the CPU; `length` (samples, 1..F * hop) defaults to F * hop. Audio that is
+        not finite (a model with damaged weights) is a `LyraError`, never returned."""
         z, batched = self._latents(latents, length)
         if stream:
             frames = self.chunk_frames(chunk_seconds)
@@ -159,6 +161,7 @@ class Codec:
                              for item in z])                             # B x [C, T] -> [B, C, T]
         else:
             y = decode_latents(self.model, z, length)                    # [B, D, F] -> [B, C, T]
+        check_decoded(y, "decode")
         return y if batched else y[0]
 
     def round_trip(self, audio: torch.Tensor, *, sample_rate: Optional[int] = None, dtype: str = "float16",
@@ -188,10 +191,11 @@ class Codec:
                     chunk_seconds: float = 10.0) -> Iterator[torch.Tensor]:
         """[D, f] latent blocks -> [C, n] audio blocks at the model's rate, cropped to `length`
         samples in all (default: frames * hop). `length` may be a callable, asked once the
-        latents are exhausted (a streamed `.lyra` file records its length at its end)."""
+        latents are exhausted (a streamed `.lyra` file records its length at its end). A block
+        that is not finite (a model with damaged weights) is a `LyraError`, never yielded."""
         from lyra.codec.streaming import decode_stream
 
-        return decode_stream(self.model, latents, self.chunk_frames(chunk_seconds), length)
+        return _finite(decode_stream(self.model, latents, self.chunk_frames(chunk_seconds), length), "decode_iter")
 
     # -- files -------------------------------------------------------------------------
     def encode_file(self, src: PathLike, dst: PathLike, *, stream: bool = False, chunk_seconds: float = 10.0,
@@ -267,6 +271,8 @@ class Codec:
         if latents.dim() not in (2, 3) or latents.shape[-2] != self.latent_dim or latents.shape[-1] < 1:
             raise LyraError(f"latents: expected shape [{self.latent_dim}, frames] or [batch, {self.latent_dim}, "
                             f"frames], got {list(latents.shape)}")
+        if not torch.isfinite(latents).all():
+            raise LyraError("latents: holds NaN or infinite values; latents must be finite")
         full = latents.shape[-1] * self.hop_length
         if length is not None and not 0 < length <= full:
             raise LyraError(f"decode: length must be in 1..{full} for {latents.shape[-1]} frames, got {length}")
@@ -279,3 +285,11 @@ class Codec:
                 raise LyraError(f"audio block {i}: expected shape [{self.channels} or 1, samples], got {shape}")
             yield block.expand(self.channels, -1)                            # [1, n] -> [C, n]
 
+
+def _finite(blocks: Iterator[torch.Tensor], name: str) -> Iterator[torch.Tensor]:
+    """`blocks` ([C, n] audio), each checked by `check_decoded` before it is yielded."""
+    done = 0
+    for block in blocks:
+        check_decoded(block, name, done)
+        done += block.shape[-1]
+        yield block

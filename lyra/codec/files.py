@@ -143,7 +143,7 @@ def decode_file(model: VAE, check_header: Callable[[Header, str], None], src: st
     """`Codec.decode_file` for `model`, streamed in chunks of `frames` latent frames;
     `check_header(header, name)` refuses a file written by another model."""
     from lyra.audio.channels import mix_channels
-    from lyra.audio.container import open_lyra
+    from lyra.audio.container import open_lyra, source_length
     from lyra.audio.overlap import crop_stream
     from lyra.audio.resample import resample, resample_stream
     from lyra.audio.writing import AudioWriter
@@ -165,10 +165,12 @@ def decode_file(model: VAE, check_header: Callable[[Header, str], None], src: st
             seconds = reader.trailer.num_samples / h.sample_rate
             report(0.0, seconds)
             audio = decode_latents(model, z[None], reader.trailer.num_samples)[0]   # [1, D, F] -> [C, T]
+            check_decoded(audio, _label(dst))                                    # before any output
             if mono:
                 audio = mix_channels(audio, 1, downmix=True)                     # [C, T] -> [1, T]
             if original_rate:
-                audio = resample(audio, h.sample_rate, rate)[..., :reader.trailer.source_num_samples]
+                n = source_length(h, reader.trailer, src)                      # checked before resampling
+                audio = resample(audio, h.sample_rate, rate, src)[..., :n]
             with AudioWriter(dst, rate, channels, subtype, format, frames=audio.shape[-1]) as writer:
                 writer.write(audio)
             report(seconds, seconds)
@@ -180,6 +182,7 @@ def decode_file(model: VAE, check_header: Callable[[Header, str], None], src: st
         def counted(blocks: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
             report(0.0, total)
             for block in blocks:                                                 # [C, n] at the model's rate
+                check_decoded(block, _label(dst), done[0])       # the writer then leaves nothing behind
                 done[0] += block.shape[-1]
                 seconds = done[0] / h.sample_rate
                 report(seconds if total is None else min(seconds, total), total)
@@ -189,13 +192,24 @@ def decode_file(model: VAE, check_header: Callable[[Header, str], None], src: st
         if original_rate:
             slack = math.ceil(h.source_sample_rate / h.sample_rate) + 1
             blocks = crop_stream(resample_stream(blocks, h.sample_rate, rate),
-                                 lambda: reader.trailer.source_num_samples, slack)
+                                 lambda: source_length(h, reader.trailer, src), slack)
         with AudioWriter(dst, rate, channels, subtype, format) as writer:
             for block in blocks:
                 writer.write(block)
         seconds = done[0] / h.sample_rate
         report(seconds, seconds)
         return DecodedFile(dst, writer.written, rate, channels, writer.clipped)
+
+
+def check_decoded(audio: torch.Tensor, name: str, start: int = 0) -> None:
+    """Refuse decoded audio ([C, n] or [B, C, n], samples `start`.. of the signal) holding NaN or
+    infinity: a model with damaged (non-finite or overflowing) weights gives it, and a PCM file
+    would silently hold -1 or clipped samples instead."""
+    bad = ~torch.isfinite(audio)
+    if bad.any():
+        at = start + int(bad.flatten(0, -2).any(0).nonzero()[0])
+        raise LyraError(f"{name}: decoded audio is not finite (NaN or infinity from sample {at}): the model "
+                        "is broken (are its weights damaged?)")
 
 
 def _reporter(progress: Optional[ProgressCallback]) -> ProgressCallback:

@@ -3,6 +3,9 @@ OUT_DIR`): ``DIR/a/b.wav`` -> ``OUT_DIR/a/b.lyra``, and the checks before anythi
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +42,34 @@ def refuse_existing(pairs: Sequence[tuple[Path, Path]], out: str) -> None:
     if existing:
         more = f", as do {len(existing) - 1} more in {out}" if len(existing) > 1 else ""
         raise LyraError(f"{existing[0]}: already exists{more} (pass --force to overwrite)")
+
+
+def refuse_special(pairs: Sequence[tuple[Path, Path]]) -> None:
+    """Refuse (one line, before any work, --force or not) a target that is a folder, a named
+    pipe, a socket or a device, or a link to one: a folder job writes regular files only, and
+    never replaces (or blocks on) anything else."""
+    for _, target in pairs:
+        kind = special_kind(target)
+        if kind:
+            raise LyraError(f"{target}: already exists as {kind}; a folder job never replaces one (remove it)")
+
+
+def special_kind(path: Path) -> str | None:
+    """What `path` is (links followed) when it exists and is not a regular file: "a folder",
+    "a named pipe", "a socket", "a device"; None for a regular file or nothing (a dangling link)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):   # nothing, or a link going nowhere
+            return None
+        raise
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    return "a socket" if stat.S_ISSOCK(mode) else "a device"
 
 
 def same_file(a: str, b: str) -> bool:

@@ -31,7 +31,7 @@ from lyra.audio.folders import AUDIO_SUFFIXES
 from lyra.codec.codec import Codec
 from lyra.codec.group import Group
 from lyra.codec.manifest import check_manifest, record, write_manifest
-from lyra.codec.mirror import list_folder
+from lyra.codec.mirror import list_folder, refuse_special
 from lyra.codec.resume import Existing, check_output, remove_leftovers
 from lyra.core.durations import format_duration
 from lyra.core.errors import LyraError, os_error_line
@@ -101,8 +101,9 @@ def _run(job: Job, report: Report, group: Group) -> None:
 
     def plan() -> tuple[list[tuple[Path, Path]], int, bool]:
         pairs = list_folder(job.inp, job.out, job.suffixes, ".lyra")
+        refuse_special(pairs)                     # a folder, a named pipe, ... at an output
         if job.manifest is not None:
-            check_manifest(job.manifest, job.force)
+            check_manifest(job.manifest, job.force, pairs, job.inp, job.out, job.checkpoint)
         return pairs, remove_leftovers(pairs), report.draws
 
     pairs, removed, show = group.on_main(plan)    # rank 0's listing, for every rank
@@ -229,7 +230,7 @@ def probe_seconds(path: Path) -> float:
 
     try:
         with quiet_stderr():    # libmpg123 prints probing notes to fd 2 on non-audio input
-            info = soundfile.info(str(path))
+            info = soundfile.info(os.fsencode(path))     # bytes: any file name
     except Exception:  # noqa: BLE001 - only an estimate for sharing out the work
         return 0.0
     if info.samplerate <= 0 or not 0 < info.frames < 1 << 48:

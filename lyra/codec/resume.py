@@ -5,8 +5,9 @@
     incomplete   a .lyra file (or a prefix of the magic bytes: empty) truncated or corrupted:
                  encoded again
     foreign      another model's or another --dtype's .lyra file, or anything else (not a
-                 .lyra file, a symbolic link, a folder, unreadable): the job is refused
-                 without --force
+                 .lyra file, a symbolic link, a folder, a named pipe, unreadable): the job is
+                 refused without --force (a folder, pipe, socket or device even with it:
+                 `lyra.codec.mirror.refuse_special`)
 
 and the temporaries a killed run left beside them (`remove_leftovers`). See docs/codec.md.
 """
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from lyra.audio.container import MAGIC, check_model, open_lyra
+from lyra.codec.mirror import special_kind
 from lyra.core.errors import LyraError
 
 if TYPE_CHECKING:
@@ -48,10 +50,11 @@ def check_output(target: Path, fingerprint: str, config: ModelConfig, dtype: str
         return Existing("foreign", "already exists as a symbolic link")
     if not target.exists():
         return Existing("missing")
-    if target.is_dir():
-        return Existing("foreign", "already exists as a folder")
     try:
-        with target.open("rb") as f:
+        kind = special_kind(target)
+        if kind:                                 # never opened: a named pipe would block
+            return Existing("foreign", f"already exists as {kind}")
+        with os.fdopen(os.open(target, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
             head = f.read(len(MAGIC))
         if not MAGIC.startswith(head):
             return Existing("foreign", "already exists and is not a .lyra file")

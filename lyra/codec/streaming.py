@@ -24,6 +24,10 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
+from torch.nn.utils.prune import BasePruningMethod
+from torch.nn.utils.spectral_norm import SpectralNorm
+from torch.nn.utils.weight_norm import WeightNorm
 
 from lyra import registry
 from lyra.core.errors import LyraError
@@ -40,6 +44,9 @@ _LOCAL = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity, nn.Dropout,
           nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish,
           nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid)
 _LYRA = (VAE, Encoder, Decoder)  # Lyra's own containers: they only chain their stages
+# Forward hooks that only recompute a weight before the forward (the older weight/spectral
+# norm form: weight_g/weight_v, weight_orig/weight_u; pruning masks), never touching the signal.
+_WEIGHT_HOOKS = (WeightNorm, SpectralNorm, BasePruningMethod)
 
 
 # ---------------------------------------------------------------------------------------
@@ -52,6 +59,11 @@ def check_local_in_time(module: nn.Module) -> None:
     known to be pointwise in time, one of Lyra's containers, or built by a component registered
     ``streamable=True``. Such a component vouches for the modules of its own it holds, but not
     for torch layers outside the allow-list (a `GroupNorm` inside still refuses the model).
+    Parametrisations (`torch.nn.utils.parametrizations.weight_norm`, `spectral_norm`, any
+    `register_parametrization`) compute a module's weights, never touching the signal, so a
+    parametrised module is judged as its own class; so are weight-only forward hooks (the older
+    `torch.nn.utils.weight_norm`/`spectral_norm`, pruning). Any other forward hook on a torch or
+    Lyra module refuses the model: it changes what the module computes.
     """
     def visit(mod: nn.Module, path: str, vouched: bool) -> None:
         built = registry.built_by(mod)
@@ -61,19 +73,30 @@ def check_local_in_time(module: nn.Module) -> None:
                 c = refused[0]
                 raise LyraError(f"cannot stream this model: {c.kind} '{c.name}' ({c.origin}) at {path} is "
                                 "not registered as streamable (it may mix time in ways streaming cannot "
-                                "measure); encode/decode without --stream")
+                                "measure); if it mixes time only through the nn.Conv1d/nn.ConvTranspose1d "
+                                f"layers it holds, declare it with registry.register('{c.kind}', '{c.name}', "
+                                "..., streamable=True); otherwise encode/decode without --stream")
             vouched = True
         elif not _understood(mod, vouched):
             raise LyraError(f"cannot stream this model: {path} is a {type(mod).__name__}, which is not known "
                             "to be local in time; encode/decode without --stream")
+        _check_hooks(mod, path)
         for name, child in mod.named_children():
+            if name == "parametrizations" and parametrize.is_parametrized(mod):
+                continue                  # weight computations: they never see the signal
             visit(child, f"{path}.{name}", vouched)
 
     visit(module, type(module).__name__, False)
 
 
-def _understood(mod: nn.Module, vouched: bool) -> bool:
+def _own_class(mod: nn.Module) -> type:
+    """`mod`'s class, seen through the subclass `register_parametrization` swaps in."""
     kind = type(mod)
+    return kind.__bases__[0] if parametrize.is_parametrized(mod) else kind
+
+
+def _understood(mod: nn.Module, vouched: bool) -> bool:
+    kind = _own_class(mod)
     if isinstance(mod, _CONVS):
         base = nn.Conv1d if isinstance(mod, nn.Conv1d) else nn.ConvTranspose1d
         return kind.forward is base.forward and mod.padding_mode in _CONV_PADDING
@@ -81,6 +104,21 @@ def _understood(mod: nn.Module, vouched: bool) -> bool:
         return True
     # A streamable component's own helper modules are covered by its word; torch's are not.
     return vouched and not kind.__module__.startswith("torch.")
+
+
+def _check_hooks(mod: nn.Module, path: str) -> None:
+    """Refuse a forward hook (other than a weight-only one) on a torch or Lyra module: streaming
+    vouches for those classes as written. A component's own classes are covered by its word."""
+    kind = _own_class(mod)
+    if not kind.__module__.startswith(("torch.", "lyra.")):
+        return
+    for when, hooks in (("pre-hook", mod._forward_pre_hooks), ("hook", mod._forward_hooks)):
+        for hook in hooks.values():
+            if not isinstance(hook, _WEIGHT_HOOKS):
+                name = getattr(hook, "__qualname__", type(hook).__qualname__)
+                raise LyraError(f"cannot stream this model: {path} (a {kind.__name__}) has a forward {when} "
+                                f"({name}), which may mix time in ways streaming cannot measure; "
+                                "encode/decode without --stream")
 
 
 def receptive_field(module: nn.Module, probe: torch.Tensor, signal_axis: str) -> tuple[int, int]:
@@ -97,14 +135,15 @@ def receptive_field(module: nn.Module, probe: torch.Tensor, signal_axis: str) ->
 
     Windows compose additively, and a residual branch's window contains the skip's, so the sum
     over all conv layers bounds the true receptive field from above (tight for a chain; a
-    block with parallel branches is over-counted, which is safe). Everything else must be
-    local in time (`check_local_in_time`).
+    block with parallel branches is over-counted, which is safe). s, d and p are the module's
+    own; k is the length of the weight its forward applied (a parametrised or weight-normed
+    conv computes it on the way). Everything else must be local in time (`check_local_in_time`).
     """
     check_local_in_time(module)
-    records: list[tuple[nn.Module, int, int]] = []
+    records: list[tuple[nn.Module, int, int, int]] = []
 
     def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        records.append((mod, args[0].shape[-1], out.shape[-1]))
+        records.append((mod, _taps(mod), args[0].shape[-1], out.shape[-1]))
 
     convs = [m for m in module.modules() if isinstance(m, _CONVS)]
     handles = [m.register_forward_hook(hook) for m in convs]
@@ -116,8 +155,8 @@ def receptive_field(module: nn.Module, probe: torch.Tensor, signal_axis: str) ->
             h.remove()
     signal = probe.shape[-1] if signal_axis == "input" else out.shape[-1]
     left = right = Fraction(0)
-    for conv, n_in, n_out in records:
-        (k,), (s,), (d,) = conv.kernel_size, conv.stride, conv.dilation
+    for conv, k, n_in, n_out in records:
+        (s,), (d,) = conv.stride, conv.dilation
         span = (k - 1) * d
         p = _left_padding(conv, span)
         if isinstance(conv, nn.ConvTranspose1d):
@@ -129,6 +168,13 @@ def receptive_field(module: nn.Module, probe: torch.Tensor, signal_axis: str) ->
             left += max(0, p) * scale
             right += max(0, span - p - (s - 1)) * scale
     return math.ceil(left), math.ceil(right)
+
+
+def _taps(conv: nn.Module) -> int:
+    """The kernel length `conv`'s forward applies: its weight's (as computed by a parametrisation
+    or a weight-norm hook, which may differ from `kernel_size`), else `kernel_size`."""
+    weight = getattr(conv, "weight", None)
+    return weight.shape[-1] if isinstance(weight, torch.Tensor) and weight.dim() == 3 else conv.kernel_size[0]
 
 
 def _left_padding(conv: nn.Module, span: int) -> int:

@@ -1,10 +1,12 @@
 """Typed TOML: reading TOML into typed dataclasses, and writing them back (with comments).
 
-Reading: `read_toml(path)` parses a file; `from_dict(cls, data, where)` turns a parsed table
-into the dataclass `cls`, checking every key: an unknown key gets a "did you mean"
-suggestion, a wrong type names the key and the type expected, nested dataclasses are read
-recursively. `where` is the dotted path used in messages (``model.strides``) and may start
-with the file name. Every problem is a one-line `LyraError`.
+Reading: `read_toml(path)` parses a file (UTF-8 text; a checkpoint or other binary file is
+named as such); `from_dict(cls, data, where)` turns a parsed table into the dataclass `cls`,
+checking every key: an unknown key gets a "did you mean" suggestion, a wrong type names the
+key and the type expected, nested dataclasses are read recursively. No value read is a NaN or
+an infinity, nor an integer outside TOML's 64 bits. `where` is the dotted path used in
+messages (``model.strides``) and may start with the file name. Every problem is a one-line
+`LyraError`.
 
 Help: a field made with `help_field(default, "what it is")` carries its help text, which
 `help_text(cls, name)` returns and `lyra config init` writes above the key.
@@ -28,7 +30,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from lyra.core.errors import LyraError, kind_of
+from lyra.core.errors import LyraError, first_line, kind_of
 
 T = TypeVar("T")
 
@@ -36,18 +38,81 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------
 # Reading: TOML -> dataclasses
 # ---------------------------------------------------------------------------------------
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """Parse a TOML file; a missing or malformed file is a one-line `LyraError`."""
-    path = Path(path)
+# A config is a few kilobytes, its tables nest 4 deep; past these it is not one.
+MAX_CONFIG_BYTES = 16 << 20
+MAX_DEPTH = 32
+
+
+def read_config_bytes(path: Path, what: str) -> bytes:
+    """The bytes of config file `path` (`what` names its kind in the too-large message: "a TOML
+    config"); missing, a directory, unreadable or too large is a one-line `LyraError`."""
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise LyraError(f"{path}: no such config file") from None
     except IsADirectoryError:
         raise LyraError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise LyraError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise LyraError(f"{path}: more than {MAX_CONFIG_BYTES >> 20} MiB, too large for {what}")
+    return raw
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing, unreadable, binary, non-UTF-8 or malformed file is a
+    one-line `LyraError` naming it."""
+    path = Path(path)
+    raw = read_config_bytes(path, "a TOML config")
+    binary = _binary_kind(raw)
+    if binary:
+        raise LyraError(f"{path}: is {binary}, not a TOML config")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise LyraError(f"{path}: line {line}: byte 0x{raw[exc.start]:02x} is not UTF-8 text; "
+                        f"a TOML config is UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise LyraError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        raise LyraError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:   # an integer of more digits than Python converts (its hint is Python's)
+        raise LyraError(f"{path}: invalid TOML: {first_line(exc).split(';')[0]}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise LyraError(f"{path}: arrays or tables nested more than {MAX_DEPTH} deep; no config key takes that")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and tables nest in `value` (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack += [(v, depth + 1) for v in item.values()]
+        elif isinstance(item, (list, tuple)):
+            stack += [(v, depth + 1) for v in item]
+    return deepest
+
+
+def _binary_kind(raw: bytes) -> str | None:
+    """What a file that is no text is (its first bytes tell), or None for text."""
+    if raw.startswith(b"PK\x03\x04"):   # torch.save's zip: its first entry is ARCHIVE/data.pkl
+        return "a checkpoint (a binary file)" if b"data.pkl" in raw[:512] else "a zip archive (a binary file)"
+    if raw[:1] == b"\x80" and raw[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a checkpoint (a binary file)"   # a pickle (torch.save's legacy format)
+    if raw.startswith(b"\x89LYRA"):
+        return "a .lyra file (a binary file)"
+    if len(raw) > 8 and raw[8:10] == b'{"' and int.from_bytes(raw[:8], "little") <= len(raw) - 8:
+        return "a safetensors file (a binary file)"
+    if b"\0" in raw[:8192]:
+        return "a binary file"
+    return None
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
@@ -119,25 +184,58 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             raise LyraError(f"{path}: expected a table, got {kind_of(value)}")
         item = args[1] if len(args) == 2 else Any
         return {k: _coerce(item, v, f"{path}.{k}") for k, v in value.items()}
-    if tp is Any:
+    if tp is Any:   # passed on as it is (component options), but never a NaN or an infinity
+        if _depth(value) > MAX_DEPTH:
+            raise LyraError(f"{path}: lists or tables nested more than {MAX_DEPTH} deep")
+        _check_finite(value, path)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise LyraError(f"{path}: expected a number, got {kind_of(value)} {value!r}")
+            raise LyraError(f"{path}: expected a number, got {kind_of(value)} {_show(value)}")
+        if isinstance(value, int) and not -2**63 <= value < 2**63:
+            raise LyraError(f"{path}: {_show(value)} is too large a number")
+        if not math.isfinite(value):
+            raise LyraError(f"{path}: must be a finite number, got {_value(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise LyraError(f"{path}: expected an integer, got {kind_of(value)} {value!r}")
+            raise LyraError(f"{path}: expected an integer, got {kind_of(value)} {_show(value)}")
+        if not -2**63 <= value < 2**63:   # TOML's integers are 64-bit
+            raise LyraError(f"{path}: {_show(value)} is outside TOML's 64-bit integer range")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise LyraError(f"{path}: expected true or false, got {kind_of(value)} {value!r}")
+            raise LyraError(f"{path}: expected true or false, got {kind_of(value)} {_show(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise LyraError(f"{path}: expected a string, got {kind_of(value)} {value!r}")
+            raise LyraError(f"{path}: expected a string, got {kind_of(value)} {_show(value)}")
         return value
     return value
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """No NaN or infinity anywhere in `value` (lists and tables searched; TOML nests only so
+    deep as its parser let through)."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise LyraError(f"{where}: must be a finite number, got {_value(item)}")
+        if isinstance(item, int) and not isinstance(item, bool) and not -2**63 <= item < 2**63:
+            raise LyraError(f"{where}: {_show(item)} is outside TOML's 64-bit integer range")
+        if isinstance(item, dict):
+            stack += [(v, f"{where}.{k}") for k, v in item.items()]
+        elif isinstance(item, (list, tuple)):
+            stack += [(v, f"{where}[{i}]") for i, v in enumerate(item)]
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """`repr(value)`, shortened past `limit` characters (a 5,000-digit number, a long string)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 192:
+        return f"a number of about {round(value.bit_length() * math.log10(2))} digits"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 # ---------------------------------------------------------------------------------------

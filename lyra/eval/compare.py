@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 import torch
 
@@ -21,6 +21,7 @@ from lyra.core.errors import LyraError, os_error_line
 METRICS = ("si_sdr_db", "stft_distance", "mel_distance")
 Scores = dict[str, float]                       # {metric: value} for the METRICS
 Measure = Callable[[Path, str], Scores]         # (reference file, its name) -> its scores
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,16 @@ def compare_files(ref_path: Path, est_path: Path, downmix: bool = False) -> Scor
     two samples at most (resampling rounds)."""
     from lyra.audio.channels import expand_channels, mix_channels
     from lyra.audio.reading import open_audio
-    from lyra.audio.resample import resample
+    from lyra.audio.resample import resample, resampled_length
 
     with open_audio(ref_path) as src:
         ref, rate = src.read_all(), src.sample_rate                       # [C, T]
     with open_audio(est_path) as src:
         est, est_rate = src.read_all(), src.sample_rate                   # [C', T']
-    est = resample(est, est_rate, rate)
+    at_ref_rate = resampled_length(est.shape[-1], est_rate, rate)
+    if abs(at_ref_rate - ref.shape[-1]) > 2:      # checked before resampling (a 1 Hz file: gigabytes)
+        raise LyraError(f"{est_path}: {at_ref_rate} samples at {rate} Hz, but {ref_path} has {ref.shape[-1]}")
+    est = _named(est_path, resample, est, est_rate, rate)
     ref = mix_channels(ref, est.shape[0], downmix)                        # [C, T] -> [1, T] if asked
     if est.shape[0] != ref.shape[0]:
         if 1 not in (est.shape[0], ref.shape[0]):
@@ -70,7 +74,18 @@ def compare_files(ref_path: Path, est_path: Path, downmix: bool = False) -> Scor
     if abs(est.shape[-1] - ref.shape[-1]) > 2:   # resampling may round a length by a sample
         raise LyraError(f"{est_path}: {est.shape[-1]} samples at {rate} Hz, but {ref_path} has {ref.shape[-1]}")
     n = min(est.shape[-1], ref.shape[-1])
-    return scores(ref[..., :n], est[..., :n], rate)
+    return _named(ref_path, scores, ref[..., :n], est[..., :n], rate)
+
+
+def _named(path: Path, step: Callable[..., T], *args: object) -> T:
+    """`step(*args)`, its `LyraError` naming `path` when it names nothing (resampling that
+    refuses a rate: "cannot resample 1 Hz to 44100 Hz: ...")."""
+    try:
+        return step(*args)
+    except LyraError as exc:
+        if str(exc).startswith(f"{path}:"):
+            raise
+        raise LyraError(f"{path}: {exc}") from None
 
 
 def references(ref: str) -> list[tuple[Path, str]]:
@@ -138,7 +153,7 @@ def through(round_trip: Callable[[torch.Tensor], torch.Tensor], sample_rate: int
     def measure(path: Path, rel: str) -> Scores:
         from lyra.audio.reading import load_audio
 
-        x, _ = load_audio(path, sample_rate, channels, downmix)           # [C, T]
-        return scores(x, round_trip(x), sample_rate)                      # [C, T] -> [C, T]
+        x, _ = _named(path, load_audio, path, sample_rate, channels, downmix)   # [C, T]
+        return _named(path, lambda: scores(x, round_trip(x), sample_rate))     # [C, T] -> [C, T]
 
     return measure

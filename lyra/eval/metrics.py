@@ -49,6 +49,7 @@ def stft_distance(ref: torch.Tensor, est: torch.Tensor) -> torch.Tensor:
     """Multi-resolution STFT loss (spectral convergence + log magnitude) per example."""
     ref, est, squeeze = _batched(ref, est)
     loss = MultiResolutionSTFTLoss().to(ref.device)
+    _check_length(ref, loss)
     value = torch.stack([loss(est[i:i + 1], ref[i:i + 1]) for i in range(ref.shape[0])])
     return value[0] if squeeze else value
 
@@ -59,6 +60,7 @@ def mel_distance(ref: torch.Tensor, est: torch.Tensor, sample_rate: int = METRIC
     ref, est, squeeze = _batched(ref, est)
     ref, est = at_metric_rate(ref, sample_rate), at_metric_rate(est, sample_rate)
     loss = _mel_loss(METRIC_RATE).to(ref.device)
+    _check_length(ref, loss)
     value = torch.stack([loss(est[i:i + 1], ref[i:i + 1]) for i in range(ref.shape[0])])
     return value[0] if squeeze else value
 
@@ -68,6 +70,13 @@ def at_metric_rate(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     from lyra.audio.resample import resample
 
     return resample(audio, sample_rate, METRIC_RATE)
+
+
+def _check_length(x: torch.Tensor, loss: MultiResolutionSTFTLoss) -> None:
+    """torch.stft pads each side by n_fft / 2 (reflecting), which needs more samples than that."""
+    need = max(n_fft for n_fft, _, _ in loss.resolutions) // 2 + 1
+    if x.shape[-1] < need:
+        raise LyraError(f"too short to measure: {x.shape[-1]} samples, and the STFT metrics need at least {need}")
 
 
 def _batched(ref: torch.Tensor, est: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:

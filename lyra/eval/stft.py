@@ -16,7 +16,6 @@ default, as auraloss uses) and stereo handling: per channel (default), sum/diffe
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch

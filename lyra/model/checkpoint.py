@@ -11,6 +11,8 @@ A checkpoint is a `torch.save`d dict of plain data and tensors only, so it loads
       "ema": state_dict | absent,       # an exponential moving average of the weights ([ema] in training)
       "fingerprints": {"model": "1f0c...", "ema": "..."},   # `model_fingerprint` of each, so loading
                                         # needs no hashing (absent in older checkpoints: computed then)
+      "checksums": {"model": "crc32:...", "ema": "..."},    # `weights_checksum` of each table, verified
+                                        # on load (absent in older checkpoints: not verified then)
       "train": {...} | absent,          # training state, owned by the training engine (`lyra.train.state`)
     }
 
@@ -24,7 +26,8 @@ apart by content, and returns the checkpoint dict the export stands for (no "ema
 "train"; "export_weights" says which weights it holds), so everything that loads a model
 takes an export. Nothing in a file is trusted before it is checked (`lyra.model.stored_model`):
 a checkpoint naming a plugin's block needs that plugin installed, and the error says which
-package provided it.
+package provided it; weights that differ from their stored checksum (a damaged file), or that
+are not finite, are refused.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from lyra.core.atomic import atomic_path
 from lyra.core.errors import LyraError, first_line
 from lyra.model.config import ModelConfig
 from lyra.model.export_format import is_safetensors, read_export
-from lyra.model.stored_model import FORMAT, VERSION, check_loadable, check_structure, component_providers
+from lyra.model.stored_model import (FORMAT, VERSION, check_intact, check_loadable, check_structure, component_providers,
+                                     weights_checksum)
 from lyra.model.vae import VAE, build_model
 
 
@@ -56,6 +60,7 @@ def checkpoint_dict(model: VAE, train_state: dict[str, Any] | None = None,
     if ema is not None:
         state["ema"] = {k: v.detach().cpu() for k, v in ema.items()}
     state["fingerprints"] = stored_fingerprints(model.config, state["model"], state.get("ema"))
+    state["checksums"] = {which: weights_checksum(state[which]) for which in ("model", "ema") if which in state}
     if train_state is not None:
         state["train"] = train_state
     return state
@@ -88,6 +93,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if state.get("version") != VERSION:
         raise LyraError(f"{path}: checkpoint version {state.get('version')} is not supported (expected {VERSION})")
     check_structure(state, str(path))
+    check_intact(state, str(path))   # the weights' bytes are the ones written, and finite
     return state
 
 

@@ -17,6 +17,10 @@ from lyra.core.errors import LyraError
 from lyra.core.toml import from_dict, help_field, read_toml, to_dict
 
 
+# The most weights a config may ask for (34 GB in float32; the default model has 2.6e8).
+MAX_WEIGHTS = 2**33
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The VAE: widths, strides and the registry names of its parts.
@@ -77,7 +81,13 @@ class ModelConfig:
         data = read_toml(path)
         if table is not None:
             data = data.get(table, {})
-        return from_dict(cls, data, f"{path}:{table}" if table else str(path))
+        where = f"{path}:{table}" if table else str(path)
+        cfg = from_dict(cls, data, where)
+        try:
+            cfg.check_size()
+        except LyraError as exc:
+            raise LyraError(f"{where}.{exc}") from None
+        return cfg
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -86,6 +96,26 @@ class ModelConfig:
         for key in ("c_mults", "strides", "dilations"):  # lists from Python callers
             object.__setattr__(self, key, tuple(getattr(self, key)))
         self.validate()
+
+    def check_size(self) -> None:
+        """Refuse sizes whose weights alone no machine holds, before anything allocates them:
+        a lower bound on the built-in architecture's weight count (the default model: 1.6e8 of
+        its 2.6e8), by the group of keys that makes most of it. Configs read from TOML are
+        checked (`from_toml`, and the run config's [model]); a stored model's config is checked
+        against its weights instead (`lyra.model.checkpoint`)."""
+        w = [self.base_channels * m for m in (1, *self.c_mults)]   # stage widths
+        k = self.residual_kernel_size
+        parts = {   # residual units (encoder and decoder), down/upsampling, latent projections
+            "base_channels/c_mults/dilations/residual_kernel_size":
+                sum(2 * len(self.dilations) * w[i] ** 2 * (k + 1) for i in range(len(self.strides))),
+            "base_channels/c_mults/strides": sum(4 * w[i] * w[i + 1] * s for i, s in enumerate(self.strides)),
+            "latent_dim/decoder_in_kernel": w[-1] * self.latent_dim * (6 + self.decoder_in_kernel),
+        }
+        total = sum(parts.values())
+        if total > MAX_WEIGHTS:
+            keys = max(parts, key=parts.get)
+            raise LyraError(f"{keys}: these sizes make a model of more than {total:.2g} weights "
+                            f"({4 * total / 1e9:,.0f} GB in float32); at most {MAX_WEIGHTS:.2g} (34 GB) are allowed")
 
     def validate(self) -> None:
         """Raise a `LyraError` whose message starts with the first bad key."""
@@ -112,6 +142,8 @@ class ModelConfig:
                 raise LyraError(f"{key}: must be odd, got {getattr(self, key)}")
         if self.posterior not in ("logvar", "softplus"):
             raise LyraError(f"posterior: expected 'logvar' or 'softplus', got {self.posterior!r}")
+        if not math.isfinite(self.logvar_clamp):   # TOML's reader refuses these too; this is for Python callers
+            raise LyraError(f"logvar_clamp: must be a finite number, got {self.logvar_clamp}")
         if self.logvar_clamp <= 0:
             raise LyraError(f"logvar_clamp: must be positive, got {self.logvar_clamp}")
         for key in ("activation", "residual_unit", "encoder_block", "decoder_block"):

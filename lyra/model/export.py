@@ -15,7 +15,7 @@ from lyra.core.atomic import atomic_path
 from lyra.core.version import version
 from lyra.model.checkpoint import read_checkpoint, weights_fingerprint
 from lyra.model.export_format import FORMAT, FORMAT_VERSION
-from lyra.model.stored_model import check_loadable, component_providers
+from lyra.model.stored_model import check_loadable, component_providers, weights_checksum
 
 
 def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True) -> dict[str, str]:
@@ -41,6 +41,7 @@ def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True) -> d
         "lyra_version": version(),
     }
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
+    metadata["checksum"] = weights_checksum(tensors)   # verified on load: a damaged file is found
     with atomic_path(out, suffix=".tmp") as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
         _sort_header(tmp)

@@ -13,13 +13,16 @@ then the raw data. The tensors are the model's state dict, fp32 as stored. The h
     weights         "ema" (the checkpoint's EMA weights) or "model" (its trained weights)
     providers       JSON: "kind/name" -> the package that provided each component
     lyra_version    the Lyra that wrote it
+    checksum        `lyra.model.stored_model.weights_checksum` of the tensors, verified on load
+                    (absent from exports written before it was stored: not verified then)
 
 `lyra.model.checkpoint.read_checkpoint` tells an export from a checkpoint by content (a torch
 zip starts with "PK", safetensors with its header length and "{"), not by the file's suffix,
 and turns it into the checkpoint dict it stands for (`read_export`). Its header is checked
 (bounded size, JSON, every tensor a dense floating-point array whose byte range lies in the
 file, Lyra's metadata) and its tensor names and shapes compared with the config, on the meta
-device, before a byte of weights is read. Nothing is unpickled. See docs/codec.md.
+device, before a byte of weights is read; the weights read must match their checksum and be
+finite. Nothing is unpickled. See docs/codec.md.
 """
 
 from __future__ import annotations
@@ -34,11 +37,14 @@ import torch
 
 from lyra.core.errors import LyraError, first_line
 from lyra.model.stored_model import FORMAT as CHECKPOINT_FORMAT, VERSION as CHECKPOINT_VERSION
-from lyra.model.stored_model import check_components_installed, check_weights, config_from_state, is_fingerprint
+from lyra.model.stored_model import (check_components_installed, check_intact, check_weights, config_from_state,
+                                     is_checksum, is_fingerprint)
 
 FORMAT = "lyra-model"
 FORMAT_VERSION = "1"
-METADATA_KEYS = ("format", "format_version", "model_config", "fingerprint", "weights", "providers", "lyra_version")
+METADATA_KEYS = ("format", "format_version", "model_config", "fingerprint", "weights", "providers", "lyra_version",
+                 "checksum")
+ADDED_LATER = ("checksum",)       # metadata that exports written by older Lyras lack
 MAX_HEADER = 100_000_000          # safetensors' own limit on the JSON header
 # safetensors dtype -> (torch dtype name, bytes per element); weights are floating point.
 FLOAT_DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2), "BF16": ("bfloat16", 2)}
@@ -66,9 +72,11 @@ def read_header(path: str | Path) -> tuple[dict[str, Any], dict[str, str]]:
             raise LyraError(f"{damaged} (it claims {length:,} bytes; the file has {size:,})")
         raw = f.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise LyraError(f"{damaged} (not JSON: {first_line(exc)})") from None
+        header = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError) as exc:   # ValueError: also integers of thousands of digits
+        raise LyraError(f"{damaged} (not JSON: {first_line(exc).split(';')[0]})") from None
+    except RecursionError:
+        raise LyraError(f"{damaged} (JSON nested too deeply)") from None
     if not isinstance(header, dict):
         raise LyraError(f"{damaged} (not a JSON object)")
     metadata = header.pop("__metadata__", {})
@@ -108,7 +116,7 @@ def read_export(path: str | Path) -> dict[str, Any]:
     if metadata.get("format_version") != FORMAT_VERSION:
         raise LyraError(f"{path}: Lyra model export version {metadata.get('format_version')} is not supported "
                         f"(expected {FORMAT_VERSION})")
-    missing = [key for key in METADATA_KEYS if key not in metadata]
+    missing = [key for key in METADATA_KEYS if key not in metadata and key not in ADDED_LATER]
     if missing:
         raise LyraError(f"{path}: incomplete Lyra model export (its metadata has no '{missing[0]}')")
     config_data = _json_table(metadata["model_config"], "model_config", path)
@@ -120,6 +128,9 @@ def read_export(path: str | Path) -> dict[str, Any]:
         raise LyraError(f"{path}: metadata 'fingerprint' must be a 16-digit hexadecimal string, got {fingerprint!r}")
     if metadata["weights"] not in ("ema", "model"):
         raise LyraError(f"{path}: metadata 'weights' must be 'ema' or 'model', got {metadata['weights']!r}")
+    checksum = metadata.get("checksum")
+    if checksum is not None and not is_checksum(checksum):
+        raise LyraError(f"{path}: metadata 'checksum' must be 'crc32:' and 8 hexadecimal digits, got {checksum!r}")
     config = config_from_state({"model_config": config_data}, str(path))
     try:   # meta tensors: shapes only, nothing allocated
         declared = {name: torch.empty(entry["shape"], dtype=getattr(torch, FLOAT_DTYPES[entry["dtype"]][0]),
@@ -132,8 +143,10 @@ def read_export(path: str | Path) -> dict[str, Any]:
         weights = load_file(str(path), device="cpu")
     except Exception as exc:
         raise LyraError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
-    if weights.keys() != declared.keys():   # what was read is what was checked
+    if weights.keys() != declared.keys() or any(
+            weights[k].shape != declared[k].shape for k in weights):   # what was read is what was checked
         raise LyraError(f"{path}: damaged safetensors file (its tensors changed while it was read)")
+    check_intact({"model": weights, "checksums": {"model": checksum} if checksum else {}}, str(path), "model export")
     return {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
@@ -145,11 +158,18 @@ def read_export(path: str | Path) -> dict[str, Any]:
     }
 
 
+def _no_constant(name: str) -> Any:
+    """`json.loads`'s parse_constant: NaN and Infinity are not JSON, and no Lyra value."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json_table(text: str, key: str, path: Path) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise LyraError(f"{path}: metadata '{key}' is not JSON ({first_line(exc)})") from None
+        value = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:   # also integers of thousands of digits (Python's own limit, its hint cut)
+        raise LyraError(f"{path}: metadata '{key}' is not JSON ({first_line(exc).split(';')[0]})") from None
+    except RecursionError:
+        raise LyraError(f"{path}: metadata '{key}' is not a model's JSON (nested too deeply)") from None
     if not isinstance(value, dict):
         raise LyraError(f"{path}: metadata '{key}' must be a JSON object")
     return value

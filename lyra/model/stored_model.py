@@ -7,14 +7,19 @@
 `check_structure` checks its keys and types; `config_from_state` is the one way a
 `ModelConfig` is rebuilt from a file; `check_loadable` makes every check loading makes (the
 config, its components installed, the weights asked for present, every weight's name and
-shape, on the ``meta`` device), so a small file claiming a huge model is refused before
-anything is allocated. Each problem is a one-line `LyraError` naming the file.
+shape, on the ``meta`` device, building no more than the file holds), so a small file
+claiming a huge model is refused before anything is allocated. `check_intact` compares the
+weights with the checksum stored with them (`weights_checksum`, since checkpoints and exports
+store one) and refuses non-finite weights. Each problem is a one-line `LyraError` naming the file.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+import threading
+import zlib
+from typing import Any, Callable
 
 import torch
 
@@ -27,6 +32,7 @@ from lyra.model.vae import build_model
 
 FORMAT = "lyra-checkpoint"
 VERSION = 1
+CHECKSUM = re.compile(r"crc32:[0-9a-f]{8}")   # what `weights_checksum` writes
 
 
 def component_providers(config: ModelConfig) -> dict[str, str]:
@@ -71,6 +77,12 @@ def check_structure(state: dict[str, Any], source: str) -> None:
     if not isinstance(fingerprints, dict) or not all(
             is_fingerprint(v) for v in fingerprints.values()):
         raise LyraError(f"{source}: 'fingerprints' must be a table of 16-digit hexadecimal strings")
+    checksums = state.get("checksums", {})   # absent from checkpoints written before they were stored
+    if (not isinstance(checksums, dict) or not all(k in ("model", "ema") for k in checksums)
+            or not all(is_checksum(v) for v in checksums.values())):
+        raise LyraError(f"{source}: 'checksums' must be a table of 'model' and 'ema' checksums (crc32:8 hex digits)")
+    if "ema" in checksums and "ema" not in state:
+        raise LyraError(f"{source}: damaged checkpoint: it has the checksum of EMA weights but no EMA weights")
     if "train" in state and not isinstance(state["train"], dict):
         raise LyraError(f"{source}: 'train' must be a table, got {kind_of(state['train'])}")
 
@@ -78,7 +90,16 @@ def check_structure(state: dict[str, Any], source: str) -> None:
 def config_from_state(state: dict[str, Any], source: str = "checkpoint") -> ModelConfig:
     """The `ModelConfig` a checkpoint dict (or an export's metadata) records, checked: the one
     way a model config is rebuilt from a file."""
-    return from_dict(ModelConfig, state["model_config"], f"{source}:model")
+    where = f"{source}:model"
+    try:
+        return from_dict(ModelConfig, state["model_config"], where)
+    except LyraError as exc:   # "SOURCE:model.KEY: ...", but "unknown key 'SOURCE:model.KEY' ...": the file first
+        text = str(exc)
+        if text.startswith(source):
+            raise
+        raise LyraError(f"{source}: " + text.replace(f"'{where}", "'model")) from None
+    except RecursionError:   # a crafted file's values nested thousands deep
+        raise LyraError(f"{source}: its model config is nested too deeply to be a model config") from None
 
 
 def check_loadable(state: dict[str, Any], source: str, ema: bool = True) -> ModelConfig:
@@ -95,6 +116,63 @@ def check_loadable(state: dict[str, Any], source: str, ema: bool = True) -> Mode
 def is_fingerprint(value: Any) -> bool:
     """Whether `value` is a model fingerprint as `model_fingerprint` writes it: 16 hex digits."""
     return isinstance(value, str) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+
+
+def is_checksum(value: Any) -> bool:
+    """Whether `value` is a checksum as `weights_checksum` writes it: ``crc32:`` and 8 hex digits."""
+    return isinstance(value, str) and CHECKSUM.fullmatch(value) is not None
+
+
+# ---------------------------------------------------------------------------------------
+# The weights' bytes: intact and finite
+# ---------------------------------------------------------------------------------------
+def weights_checksum(weights: dict[str, torch.Tensor]) -> str:
+    """A CRC-32 of each weight's name, dtype, shape and bytes, in name order: what checkpoints
+    and exports store so that a damaged file is found on load (a fingerprint identifies a
+    model; this tells whether the bytes read are the bytes written). Costs a fraction of
+    reading the weights."""
+    crc = 0
+    for name in sorted(weights):
+        tensor = weights[name].detach()
+        tensor = (tensor if tensor.device.type == "cpu" else tensor.cpu()).contiguous()
+        crc = zlib.crc32(f"{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode("utf-8", "surrogatepass"), crc)
+        crc = zlib.crc32(tensor.reshape(-1).view(torch.uint8).numpy(), crc)   # [n] -> [n * itemsize] bytes, no copy
+    return f"crc32:{crc:08x}"
+
+
+def check_intact(state: dict[str, Any], source: str, what: str = "checkpoint") -> None:
+    """The weights of a checkpoint dict (structure checked) are the ones written: each set
+    matches the checksum stored with it (when the file has one), and every weight is finite.
+    A checkpoint whose weights do not fit its config says that rather than "damaged"."""
+    for which, stored in state.get("checksums", {}).items():
+        if weights_checksum(state[which]) != stored:
+            if what == "checkpoint":   # an edited or truncated table: say what is wrong with it
+                config = config_from_state(state, source)
+                check_components_installed(config, state.get("providers", {}), source)
+                check_weights(config, state["model"], source)
+            raise LyraError(f"{source}: damaged {what}: its {'EMA ' if which == 'ema' else ''}weights do not "
+                            f"match the checksum stored with them (the file changed after it was written)")
+    check_finite(state["model"], source)
+    if "ema" in state:
+        check_finite(state["ema"], source, "EMA weight")
+
+
+_REDUCIBLE = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_finite(weights: dict[str, torch.Tensor], source: str, what: str = "weight") -> None:
+    """Every weight is finite: a NaN or an infinity makes every decoded sample NaN (or noise).
+    The first weight holding one is named."""
+    for name, tensor in weights.items():
+        if tensor.numel() == 0:
+            continue
+        if tensor.dtype in _REDUCIBLE:   # a NaN anywhere makes both NaN; no copy of the tensor
+            finite = all(math.isfinite(x.item()) for x in torch.aminmax(tensor.detach()))
+        else:   # float8 and the like (aminmax has no kernel for them)
+            finite = bool(torch.isfinite(tensor.detach()).all())
+        if not finite:
+            found = "NaN" if torch.isnan(tensor).any() else "infinite values"
+            raise LyraError(f"{source}: {what} {name} holds {found}; a model with non-finite weights cannot decode")
 
 
 def check_ema_choice(state: dict[str, Any], source: str, ema: bool) -> None:
@@ -136,13 +214,22 @@ def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor], source:
 
     The model is built on the ``meta`` device, which allocates nothing, so a config that
     claims a huge model costs nothing to check. (A component must therefore be buildable on
-    ``meta``: create tensors through torch's factories, without a fixed device.)
+    ``meta``: create tensors through torch's factories, without a fixed device.) Nor does a
+    config claiming a huge number of layers: the build stops once it has made more weights
+    (or modules) than the file could match (`_BuildBudget`).
     """
+    tensors = 4 * len(weights) + 4096   # an exact match is needed (but a module may register weights it
+                                        # drops, and buffers it does not store): far past the file's is refused
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _BuildBudget(tensors, modules=4 * tensors):
             expected = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    except _OverBudget as exc:
+        raise LyraError(f"{source}: weights do not match the model config (it describes more than {exc}; "
+                        f"the file holds {len(weights):,} weights)") from None
     except LyraError:
         raise
+    except RecursionError:
+        raise LyraError(f"{source}: its model config does not build a model (it nests modules too deeply)") from None
     except Exception as exc:
         raise LyraError(f"{source}: its model config does not build a model ({first_line(exc)})") from None
     missing = [k for k in expected if k not in weights]
@@ -158,6 +245,40 @@ def check_weights(config: ModelConfig, weights: dict[str, torch.Tensor], source:
         if tuple(weights[key].shape) != shape:
             raise LyraError(f"{source}: weights do not match the model config ({key} is {list(weights[key].shape)} "
                             f"in the file, the config implies {list(shape)})")
+
+
+class _OverBudget(Exception):
+    """A build made more weights or modules than `_BuildBudget` allows (its message says which)."""
+
+
+class _BuildBudget:
+    """Within it, building modules in this thread raises `_OverBudget` once more than `tensors`
+    weights (parameters and buffers) or `modules` modules have been made: what a config can make
+    Lyra build before its weights are compared with the file's is bounded by the file."""
+
+    def __init__(self, tensors: int, modules: int) -> None:
+        self.limits = {"weights": tensors, "modules": modules}
+        self.counts = {"weights": 0, "modules": 0}
+        self.thread = threading.get_ident()
+
+    def _counter(self, kind: str) -> Callable[..., None]:
+        def count(*_: Any) -> None:
+            if threading.get_ident() == self.thread:   # another thread's build is not this one's
+                self.counts[kind] += 1
+                if self.counts[kind] > self.limits[kind]:
+                    raise _OverBudget(f"{self.limits[kind]:,} {kind}")
+        return count
+
+    def __enter__(self) -> "_BuildBudget":
+        hooks = torch.nn.modules.module
+        self.handles = [hooks.register_module_parameter_registration_hook(self._counter("weights")),
+                        hooks.register_module_buffer_registration_hook(self._counter("weights")),
+                        hooks.register_module_module_registration_hook(self._counter("modules"))]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _count(shapes: dict[str, tuple[int, ...]]) -> str:

@@ -29,6 +29,10 @@ FREQUENCY_TICKS = (100, 200, 500, 1000, 2000, 5000, 10000, 20000)   # Hz, those 
 TRAIN_LOSSES = ("loss", "sc", "log_mag", "waveform", "kl", "mel", "adversarial", "feature_matching")
 VAL_DISTANCES = ("loss", "mel_distance", "stft_distance")
 DISCRIMINATOR = ("d_loss",)
+# Values (and steps) beyond this magnitude are not drawn, like NaN and infinity: a gap in the
+# line, counted in its label ("loss (2 not drawn)"). Matplotlib's axis arithmetic overflows on
+# values near the float range (1e308), and an integer of 400 digits is no float at all.
+PLOTTABLE = 1e100
 
 
 def render(figure) -> np.ndarray:
@@ -100,7 +104,8 @@ def metrics_figure(records: list[dict[str, Any]], title: str = ""):
             for key in keys:
                 steps, values = _series(split, key)
                 if steps and any(v != 0 for v in values):
-                    ax.plot(steps, values, label=key, marker="o" if len(steps) < 20 else None, markersize=3)
+                    ax.plot(steps, values, label=_label(key, values), marker="o" if len(steps) < 20 else None,
+                            markersize=3)
             if log and _all_positive(ax):
                 ax.set_yscale("log")
             if ax.lines:
@@ -118,20 +123,21 @@ def metrics_figure(records: list[dict[str, Any]], title: str = ""):
 def _weights_panel(ax, train: list[dict[str, Any]]) -> None:
     """KL weight on the left axis, learning rate on the right."""
     steps, kl = _series(train, "kl_weight")
-    ax.plot(steps, kl, color="tab:blue", label="kl_weight")
-    ax.set_ylabel("KL weight", color="tab:blue")
+    ax.plot(steps, kl, color="tab:blue", label=_label("kl_weight", kl))
+    ax.set_ylabel(_label("KL weight", kl), color="tab:blue")
     right = ax.twinx()
     steps, lr = _series(train, "lr")
-    right.plot(steps, lr, color="tab:orange", label="lr")
-    right.set_ylabel("learning rate", color="tab:orange")
+    right.plot(steps, lr, color="tab:orange", label=_label("lr", lr))
+    right.set_ylabel(_label("learning rate", lr), color="tab:orange")
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of `key` in `records`; non-finite values (stored as strings) as NaN."""
+    """(steps, values) of `key` in `records`; values not drawn (non-finite ones, stored as
+    strings, and any beyond PLOTTABLE) as NaN; records whose step is beyond it left out."""
     steps, values = [], []
     for r in records:
         value = r.get(key)
-        if isinstance(value, bool) or value is None:
+        if isinstance(value, bool) or value is None or abs(r["step"]) > PLOTTABLE:
             continue
         if isinstance(value, str):
             try:
@@ -140,8 +146,14 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[fl
                 continue
         if isinstance(value, (int, float)):
             steps.append(int(r["step"]))
-            values.append(float(value))
+            values.append(float(value) if abs(value) <= PLOTTABLE else math.nan)   # NaN stays NaN
     return steps, values
+
+
+def _label(name: str, values: list[float]) -> str:
+    """`name`, with how many of `values` are not drawn (NaN: gaps in the line)."""
+    gaps = sum(1 for v in values if math.isnan(v))
+    return f"{name} ({gaps} not drawn)" if gaps else name
 
 
 def _all_positive(ax) -> bool:

@@ -21,22 +21,28 @@ as a comment. `TrainConfig.load(path)` validates keys, types and values and rais
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lyra.core.toml import from_dict, read_toml, to_dict
+from lyra.core.limits import MAX_THREADS
+from lyra.core.toml import from_dict, help_field, help_text, read_toml, to_dict
 from lyra.model.config import ModelConfig
 from lyra.core.errors import LyraError
 
 
-def _field(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
+_field = help_field   # a dataclass field with its help text (`lyra config init` writes it)
 
-
-def help_text(cls: type, name: str) -> str:
-    """The help text of field `name` of config dataclass `cls` ('' if none)."""
-    return next((f.metadata.get("help", "") for f in dataclasses.fields(cls) if f.name == name), "")
+# Bounds on what a config makes a run allocate or loop over, far above any real run's: a
+# value past one is a typo, refused at load rather than found as an out-of-memory or a hang.
+MAX_SEED = 2**63 - 1            # a TOML integer; seed + epoch and seed + 1 stay valid torch seeds
+MAX_VAL_CLIPS = 4096            # validation crops, all held in memory
+MAX_SEGMENT_LENGTH = 1 << 24    # samples per crop (6.3 minutes at 44.1 kHz)
+MAX_CROP_ATTEMPTS = 10_000      # draws per crop (a file read each)
+MAX_GRAD_ACCUM = 4096           # micro-batches per optimizer step
+MAX_FFT_SIZE = 1 << 15          # STFT loss FFT size
+MAX_MEL_BANDS = 1024            # mel bands (and at most an FFT size's n_fft // 2 + 1 bins)
 
 
 def _positive(obj: Any, *keys: str) -> None:
@@ -49,6 +55,22 @@ def _non_negative(obj: Any, *keys: str) -> None:
     for key in keys:
         if getattr(obj, key) < 0:
             raise LyraError(f"{key}: must not be negative, got {getattr(obj, key)}")
+
+
+def _at_most(obj: Any, limit: int, *keys: str, why: str = "") -> None:
+    for key in keys:
+        if getattr(obj, key) > limit:
+            raise LyraError(f"{key}: must be at most {limit:,}, got {getattr(obj, key):,}{why}")
+
+
+def _finite(obj: Any) -> None:
+    """Every number of the dataclass `obj` is finite (TOML's reader checks this too, for files;
+    this is for Python callers). A NaN passes every comparison the other checks make."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise LyraError(f"{f.name}: must be a finite number, got {v}")
 
 
 @dataclass(frozen=True)
@@ -67,8 +89,12 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extensions", tuple(e.lower().lstrip(".") for e in self.extensions))
+        _finite(self)
         _positive(self, "val_clips", "segment_length", "batch_size", "crop_attempts", "peak")
         _non_negative(self, "num_workers")
+        _at_most(self, MAX_VAL_CLIPS, "val_clips", why=" (the crops are held in memory)")
+        _at_most(self, MAX_SEGMENT_LENGTH, "segment_length")
+        _at_most(self, MAX_CROP_ATTEMPTS, "crop_attempts")
         if not 0.0 <= self.val_fraction < 1.0:
             raise LyraError(f"val_fraction: must be in [0, 1), got {self.val_fraction}")
         if not self.train_dir:
@@ -95,8 +121,10 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(self.betas))
+        _finite(self)
         _positive(self, "lr", "max_steps", "grad_accum", "eps")
         _non_negative(self, "weight_decay", "warmup_steps", "min_lr", "grad_clip")
+        _at_most(self, MAX_GRAD_ACCUM, "grad_accum")
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise LyraError(f"betas: expected two numbers in [0, 1), got {list(self.betas)}")
 
@@ -121,6 +149,7 @@ class LossConfig:
     def __post_init__(self) -> None:
         for key in ("fft_sizes", "hop_sizes", "win_lengths"):
             object.__setattr__(self, key, tuple(getattr(self, key)))
+        _finite(self)
         if not len(self.fft_sizes) == len(self.hop_sizes) == len(self.win_lengths) or not self.fft_sizes:
             raise LyraError(
                 f"fft_sizes/hop_sizes/win_lengths: need one hop and window per FFT size, got "
@@ -129,7 +158,14 @@ class LossConfig:
         for n_fft, hop, win in zip(self.fft_sizes, self.hop_sizes, self.win_lengths):
             if not (0 < win <= n_fft and hop > 0):
                 raise LyraError(f"win_lengths: need 0 < window <= FFT size and hop > 0, got FFT {n_fft}, hop {hop}, window {win}")
+        if max(self.fft_sizes) > MAX_FFT_SIZE:
+            raise LyraError(f"fft_sizes: every FFT size must be at most {MAX_FFT_SIZE}, got {max(self.fft_sizes)}")
         _non_negative(self, "w_sc", "w_log_mag", "w_waveform", "n_mels", "kl_weight", "kl_floor", "kl_anneal")
+        bins = min(self.fft_sizes) // 2 + 1   # a mel filterbank is [n_mels, bins] per FFT size
+        if self.n_mels > min(bins, MAX_MEL_BANDS):
+            raise LyraError(f"n_mels: {self.n_mels} mel bands are more than "
+                            + (f"the {bins} frequency bins of FFT size {min(self.fft_sizes)}" if bins <= MAX_MEL_BANDS
+                               else f"the most a mel loss takes, {MAX_MEL_BANDS}"))
         if self.w_sc == 0 and self.w_log_mag == 0:
             raise LyraError("w_sc/w_log_mag: at least one STFT loss term needs a positive weight")
         if self.kl_floor > self.kl_weight:
@@ -149,6 +185,7 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         _positive(self, "max_nonfinite")
         _non_negative(self, "threads")
+        _at_most(self, MAX_THREADS, "threads")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             raise LyraError(f"device: expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -220,6 +257,7 @@ class AdversarialConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "discriminators", tuple(self.discriminators))
         object.__setattr__(self, "betas", tuple(self.betas))
+        _finite(self)
         _positive(self, "lr")
         _non_negative(self, "adversarial_weight", "feature_matching_weight", "mel_weight", "start_step",
                       "weight_decay", "warmup_steps", "min_lr", "grad_clip")
@@ -247,6 +285,7 @@ class EMAConfig:
 
     def __post_init__(self) -> None:
         _non_negative(self, "start_step")
+        _finite(self)
         if not 0.0 <= self.decay < 1.0:
             raise LyraError(f"decay: must be in [0, 1), got {self.decay}")
 
@@ -268,6 +307,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not self.run_dir:
             raise LyraError("run_dir: must name a folder")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise LyraError(f"seed: must be an integer from 0 to 2**63 - 1, got {self.seed}")
+        try:   # before any of it is built
+            self.model.check_size()
+        except LyraError as exc:
+            raise LyraError(f"model.{exc}") from None
         longest = max(self.loss.fft_sizes)
         if self.data.segment_length <= longest // 2:
             raise LyraError(
@@ -360,6 +405,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = tomllib.loads(f"v = {text.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = text.strip()
+        except RecursionError:
+            raise LyraError(f"--set {key}: the value's lists nest too deeply") from None
+        except ValueError as exc:   # an integer of more digits than Python converts
+            raise LyraError(f"--set {key}: {str(exc).split(';')[0]}") from None
         table = out
         parts = key.split(".")
         for part in parts[:-1]:

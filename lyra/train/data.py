@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def scan_audio(folder: str | Path, extensions: tuple[str, ...], channels: int,
     files = []
     for path in find_audio(folder, extensions):
         try:
-            info = sf.info(str(path))
+            info = sf.info(os.fsencode(path))   # bytes: soundfile encodes str names strictly (non-UTF-8 names)
         except Exception as exc:  # libsndfile's error types vary by version; any failure = unreadable
             warn(f"skipping {path}: unreadable audio ({first_line(exc)})")
             continue
@@ -148,7 +149,7 @@ def read_crop(file: AudioFile, start: int, spec: CropSpec) -> torch.Tensor:
     src_start = int(start * ratio)
     lead = min(margin, src_start)
     frames = math.ceil(spec.length * ratio) + lead + margin
-    data, _ = sf.read(file.path, start=src_start - lead, frames=frames, dtype="float32", always_2d=True)
+    data, _ = sf.read(os.fsencode(file.path), start=src_start - lead, frames=frames, dtype="float32", always_2d=True)
     audio = torch.from_numpy(np.ascontiguousarray(data.T))           # [t, c] -> [c, t]
     audio = resample(audio, file.sample_rate, spec.sample_rate)      # [c, t] -> [c, t'] at the model rate
     skip = round(lead / ratio)

@@ -10,7 +10,8 @@ validates and saves. `Trainer` ties the parts together, each in a module of its 
     lyra.train.validation   validation (rank 0), its audio and pictures, the best value
 
 and here: the loop (`Trainer.run`: step, validate every `eval_every` steps, save every
-`save_every` steps, stop on SIGINT/SIGTERM) and the training state it saves. At the final
+`save_every` steps, stop on SIGINT/SIGTERM after a step or, with grad_accum > 1, between
+micro-batches, the step undone) and the training state it saves. At the final
 step, validation comes before the final snapshot, so latest.pt holds the final best value.
 See docs/training.md.
 """
@@ -222,7 +223,10 @@ class Trainer:
         try:
             with stop_requests() as stop, progress:
                 while self.step < end:
-                    stats, stop_now = self.train_step(batches, bool(stop))
+                    stats, stop_now = self.train_step(batches, stop)
+                    if stats is None:   # stopped between micro-batches: the step was undone
+                        interrupted = stop.signal or -1
+                        break
                     self.train_step.after(stats, self.log, progress)
                     # The last step validates (then saves) even off the eval_every/save_every grid.
                     final = self.step >= cfg.optim.max_steps

@@ -1,10 +1,12 @@
 """SIGINT / SIGTERM during training: note the request, finish the step, save, stop.
 
 Inside `stop_requests()`, the first SIGINT or SIGTERM is recorded (the loop checks it after each
-step, saves a checkpoint and returns). A stop is idempotent: once one is requested, further
-SIGINTs and SIGTERMs change nothing, until the run has saved and returned. Under torchrun one
-Ctrl-C reaches each worker twice (from the terminal and again from the agent), and the second
-must not interrupt the checkpoint being written. To abort without saving, send SIGKILL.
+step, and with grad_accum > 1 before each micro-batch, where the unfinished step is undone; it
+saves a checkpoint of the last completed step and returns). A stop is idempotent: once one is
+requested, further SIGINTs and SIGTERMs change nothing, until the run has saved and returned.
+Under torchrun one Ctrl-C reaches each worker twice (from the terminal and again from the
+agent), and the second must not interrupt the checkpoint being written. To abort without
+saving, send SIGKILL.
 
 "Until the run has returned": the run saves its final checkpoint after the loop, so once a stop
 has been requested the handlers stay in place past the ``with`` block, for as long as the

@@ -12,6 +12,7 @@
             loss += adv_w * G_adv(fake) + fm_w * FM(real, fake)
         backward(loss / grad_accum) into the generator      (scaled by a GradScaler for fp16;
                                                              or through EnCodec's balancer)
+    (grad_accum > 1: a stop request before a micro-batch undoes the step so far: `_Undo`)
     all processes agree on: mean losses, any non-finite value, any stop request
     non-finite -> skip the step (logged; `max_nonfinite` in a row stops the run)
     else unscale, clip the gradient norms, AdamW steps (generator, and discriminators);
@@ -45,7 +46,7 @@ from lyra.train.losses.kl import kl_divergence, kl_weight
 from lyra.train.losses.reconstruction import ReconstructionLoss, ReconstructionTerms
 from lyra.train.metrics_log import MetricsLog
 from lyra.train.schedule import learning_rate
-from lyra.train.state import Position
+from lyra.train.state import Position, capture_rng, restore_rng
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ def term_vector(terms: dict[str, torch.Tensor]) -> torch.Tensor:
 
 class TrainingStep:
     """``step(batches, stop_requested) -> (stats, stop_now)``: one optimizer step of the run,
-    advancing `position`; `after` logs it and stops a run that keeps failing."""
+    advancing `position` (or, stopped between micro-batches, none: ``(None, True)``); `after`
+    logs it and stops a run that keeps failing."""
 
     def __init__(self, cfg: TrainConfig, ctx: distributed.Distributed, *, model: VAE, forward: nn.Module,
                  optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, adversary: Adversary | None,
@@ -111,19 +113,26 @@ class TrainingStep:
         return kl_weight(progress, lc.kl_weight, lc.kl_anneal, lc.kl_floor, lc.kl_anneal_shape)
 
     # -- the step ------------------------------------------------------------------------
-    def __call__(self, batches: Iterator, stop_requested: bool) -> tuple[dict[str, float], bool]:
+    def __call__(self, batches: Iterator, stop_requested: object) -> tuple[dict[str, float] | None, bool]:
+        """`stop_requested` is true once a stop is asked for (a `StopRequest`, read as a bool).
+        With grad_accum > 1 it is read before each micro-batch too: a stop there undoes the
+        step so far and returns ``(None, True)``, leaving the state of the last completed step."""
         cfg, pos = self.cfg, self.position
         started = time.perf_counter()
+        accum = cfg.optim.grad_accum
+        undo = _Undo(self) if accum > 1 else None   # before the step changes anything
         lr = learning_rate(pos.step, cfg.optim)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         adversary = self.adversary if self.adversary is not None and self.adversary.active(pos.step) else None
         d_lr = adversary.set_lr(pos.step) if adversary is not None else None
         kl_w = self.kl_weight()
-        accum = cfg.optim.grad_accum
         frames = self.model.num_frames(self.spec.length)
         totals = torch.zeros(len(TERMS), dtype=torch.float64)   # summed over micro-batches
         for micro in range(accum):
+            if undo is not None and self._stop_agreed(stop_requested):
+                undo.restore()
+                return None, True
             audio, seeds = next(batches)
             pos.batches += 1
             noise = posterior_noise(seeds, cfg.model.latent_dim, frames)
@@ -139,7 +148,7 @@ class TrainingStep:
             totals += term_vector(terms)
 
         # One collective: mean losses over micro-batches and processes, non-finite and stop flags.
-        flags = torch.tensor([0.0 if torch.isfinite(totals).all() else 1.0, float(stop_requested)], dtype=torch.float64)
+        flags = torch.tensor([0.0 if torch.isfinite(totals).all() else 1.0, float(bool(stop_requested))], dtype=torch.float64)
         reduced = distributed.all_sum(self.ctx, torch.cat([totals, flags]))
         n = len(TERMS)
         means = dict(zip((t.key for t in TERMS), reduced[:n] / (accum * self.ctx.world_size)))
@@ -179,6 +188,11 @@ class TrainingStep:
             stats.update(d_lr=d_lr or 0.0, d_grad_norm=d_grad_norm, d_skipped=adversary is not None and d_skipped,
                          adversarial_on=adversary is not None)
         return stats, bool(reduced[n + 1] > 0)
+
+    def _stop_agreed(self, stop_requested: object) -> bool:
+        """Whether any process has a stop request (all of them ask at the same micro-batch)."""
+        flag = torch.tensor([float(bool(stop_requested))], dtype=torch.float64)
+        return bool(distributed.all_sum(self.ctx, flag)[0] > 0)
 
     def _micro_step(self, audio: torch.Tensor, noise: torch.Tensor, kl_w: float, accum: int,
                     adversary: Adversary | None) -> dict[str, torch.Tensor]:
@@ -250,6 +264,39 @@ class TrainingStep:
                 f"{self.position.nonfinite_run} steps in a row; lower optim.lr, check the data, or use "
                 f"runtime.precision = 'fp32'"
             )
+
+
+class _Undo:
+    """What a step's micro-batches change before its optimizer step, captured at the step's
+    start so that a stop between micro-batches can put it back: the data position, the learning
+    rates, the random states, the models' buffers (batch-norm statistics of a plugin) and the
+    balancer's EMA. The accumulated gradients are dropped. The state is then the last completed
+    step's, which a checkpoint saves and `--resume` continues exactly."""
+
+    def __init__(self, step: TrainingStep) -> None:
+        self.step = step
+        self.batches = step.position.batches
+        self.optimizers = [step.optimizer] + ([step.adversary.optimizer] if step.adversary is not None else [])
+        self.lrs = [[group["lr"] for group in opt.param_groups] for opt in self.optimizers]
+        self.rng = capture_rng()
+        modules = [step.model] + ([step.adversary.set] if step.adversary is not None else [])
+        self.buffers = [(b, b.detach().clone()) for m in modules for b in m.buffers()]
+        balancer = step.adversary.balancer if step.adversary is not None else None
+        self.balancer = balancer.state_dict() if balancer is not None else None
+
+    def restore(self) -> None:
+        step = self.step
+        step.position.batches = self.batches
+        for opt, lrs in zip(self.optimizers, self.lrs):
+            opt.zero_grad(set_to_none=True)
+            for group, lr in zip(opt.param_groups, lrs):
+                group["lr"] = lr
+        restore_rng(self.rng)
+        with torch.no_grad():
+            for buffer, saved in self.buffers:
+                buffer.copy_(saved)
+        if self.balancer is not None:
+            step.adversary.balancer.load_state_dict(self.balancer)
 
 
 def _unscale_and_clip(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer,

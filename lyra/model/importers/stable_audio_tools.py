@@ -24,7 +24,8 @@ each into the plain weight stable-audio-tools computes in its forward (``torch._
 the same function), so outputs agree within float32 rounding. The model's shape is read from
 the weights; ``model_config.json`` (``--config``) is only needed for what weights do not show:
 the decoder's final tanh (and the sample rate). Every key under the VAE's prefix must map and
-every Lyra weight must be found, with its shape, or nothing is written.
+every Lyra weight must be found, with its shape, or nothing is written; every tensor read must
+be a non-empty, finite floating-point array, and every weight norm fold to finite weights.
 """
 
 from __future__ import annotations
@@ -37,8 +38,11 @@ from typing import Any
 
 import torch
 
+from lyra.audio.resample import MAX_SAMPLE_RATE
+from lyra.core.toml import read_config_bytes
+from lyra.core.errors import LyraError, first_line, kind_of
 from lyra.model.config import ModelConfig
-from lyra.core.errors import LyraError, first_line
+from lyra.model.stored_model import check_finite
 
 # Where the VAE sits in each kind of file, most specific first.
 PREFIXES = ("pretransform.model.", "autoencoder.", "")
@@ -66,8 +70,9 @@ def import_vae(src: str | Path, config_json: str | Path | None = None, *,
     source = _Source(src)
     prefix = _choose_prefix(source.names, prefix, src)
     raw = source.read([k for k in source.names if k.startswith(prefix)])
+    check_tensors(raw, src)
     raw = {k[len(prefix):]: v for k, v in raw.items()}
-    weights, folded = fold_weight_norm(raw, src)
+    weights, folded = fold_weight_norm(raw, src, prefix)
     config = infer_config(weights, sat_config, final_tanh, full_model=prefix == PREFIXES[0], source=str(src))
     return Imported(config, map_weights(weights, config, str(src)), prefix, folded)
 
@@ -146,21 +151,36 @@ def _choose_prefix(names: list[str], prefix: str | None, src: Path) -> str:
                     f"{', '.join(repr(p) for p in PREFIXES)}){hint}")
 
 
+def check_tensors(raw: dict[str, torch.Tensor], src: Path | str) -> None:
+    """Every tensor read is a dense, non-empty, finite floating-point array (named as in the file)."""
+    for name, tensor in raw.items():
+        if tensor.layout != torch.strided or not tensor.is_floating_point():
+            raise LyraError(f"{src}: {name} is a {str(tensor.dtype).removeprefix('torch.')} tensor, "
+                            f"not a dense floating-point weight")
+        if tensor.numel() == 0:
+            raise LyraError(f"{src}: {name} is empty (shape {list(tensor.shape)}); not a trained weight")
+    check_finite(raw, str(src), "tensor")
+
+
 # ---------------------------------------------------------------------------------------
 # Weight norm
 # ---------------------------------------------------------------------------------------
-def fold_weight_norm(raw: dict[str, torch.Tensor], src: Path | str) -> tuple[dict[str, torch.Tensor], int]:
+def fold_weight_norm(raw: dict[str, torch.Tensor], src: Path | str,
+                     prefix: str = "") -> tuple[dict[str, torch.Tensor], int]:
     """Replace each (magnitude g, direction v) pair by the weight g * v / ||v|| it stands for.
 
     ``torch._weight_norm(v, g, 0)`` is what both of torch's weight-norm APIs compute in the
-    forward, so the folded weights are exactly the ones stable-audio-tools convolves with.
+    forward, so the folded weights are exactly the ones stable-audio-tools convolves with. Its
+    operands are checked first (a convolution's [out, in, kernel] direction, a [out, 1, 1]
+    magnitude, no all-zero direction: 0/0), and what it gives must be finite. Errors name the
+    file's keys (`prefix` + the key in `raw`).
     """
     out: dict[str, torch.Tensor] = {}
-    pairs: dict[str, list[torch.Tensor | None]] = {}
+    pairs: dict[str, list[tuple[str, torch.Tensor] | None]] = {}
     for name, tensor in raw.items():
         for suffix, (plain, index) in _WEIGHT_NORM.items():
             if name.endswith("." + suffix):
-                pairs.setdefault(name[: -len(suffix)] + plain, [None, None])[index] = tensor
+                pairs.setdefault(name[: -len(suffix)] + plain, [None, None])[index] = (prefix + name, tensor)
                 break
         else:
             out[name] = tensor.float()
@@ -169,8 +189,30 @@ def fold_weight_norm(raw: dict[str, torch.Tensor], src: Path | str) -> tuple[dic
             raise LyraError(f"{src}: {name} has half a weight norm (magnitude and direction must both be stored)")
         if name in out:
             raise LyraError(f"{src}: {name} is stored both plain and weight-normed")
-        out[name] = torch._weight_norm(v.float(), g.float(), 0)
+        out[name] = _fold(g, v, src)
     return out, len(pairs)
+
+
+def _fold(g: tuple[str, torch.Tensor], v: tuple[str, torch.Tensor], src: Path | str) -> torch.Tensor:
+    """g * v / ||v|| (norms over all but dim 0) for one convolution, its operands checked first."""
+    (g_name, g), (v_name, v) = g, v
+    if v.dim() != 3 or 0 in v.shape:
+        raise LyraError(f"{src}: {v_name} is {list(v.shape)}: conv weights of the wrong rank (a weight-normed "
+                        f"convolution's direction is [out, in, kernel])")
+    if tuple(g.shape) != (v.shape[0], 1, 1):
+        raise LyraError(f"{src}: {g_name} is {list(g.shape)}; the magnitude of the {list(v.shape)} direction "
+                        f"{v_name} is [{v.shape[0]}, 1, 1]")
+    v, g = v.float(), g.float()
+    if v.device.type == "meta":   # shapes only (a model's layout, checked without its weights)
+        return torch._weight_norm(v, g, 0)
+    zero = (v.flatten(1).abs().amax(dim=1) == 0).nonzero()   # [out, in * kernel] -> the all-zero rows
+    if len(zero):
+        raise LyraError(f"{src}: {v_name} is all zero for output channel {zero[0].item()}: weight norm's "
+                        f"g * v / ||v|| is 0/0 there")
+    weight = torch._weight_norm(v, g, 0)
+    if not torch.isfinite(weight).all():   # ||v|| underflowing to 0, or g * v overflowing
+        raise LyraError(f"{src}: folding the weight norm of {v_name} and {g_name} gives non-finite weights")
+    return weight
 
 
 # ---------------------------------------------------------------------------------------
@@ -181,35 +223,97 @@ def read_sat_config(path: str | Path) -> dict[str, Any]:
     config, or a diffusion model's with the autoencoder as its pretransform), checked for what
     Lyra builds."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LyraError(f"{path}: no such config file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise LyraError(f"{path}: not valid JSON ({first_line(exc)})") from None
+    data = _read_json(path)
     model = data.get("model") if isinstance(data, dict) else None
     if not isinstance(model, dict):
         raise LyraError(f"{path}: not a stable-audio-tools model config (no 'model' table)")
     if data.get("model_type") != "autoencoder":
         pre = model.get("pretransform")
         if not isinstance(pre, dict) or pre.get("type") != "autoencoder":
-            raise LyraError(f"{path}: model_type {data.get('model_type')!r} has no autoencoder pretransform")
-        model = pre.get("config", {})
-    enc, dec = model.get("encoder", {}), model.get("decoder", {})
+            raise LyraError(f"{path}: model_type {_shown(data.get('model_type'))} has no autoencoder pretransform")
+        model = _get(pre, "config", dict, {}, "model.pretransform", path)
+    enc, dec = (_get(model, part, dict, {}, "model", path) for part in ("encoder", "decoder"))
     for part, table in (("encoder", enc), ("decoder", dec)):
         if table.get("type") != "oobleck":
-            raise LyraError(f"{path}: {part} type {table.get('type')!r} is not 'oobleck', the only one Lyra imports")
-        options = table.get("config", {})
-        if not options.get("use_snake", False):
+            raise LyraError(f"{path}: {part} type {_shown(table.get('type'))} is not 'oobleck', the only one Lyra imports")
+        options = _get(table, "config", dict, {}, part, path)
+        if not _get(options, "use_snake", bool, False, part, path):
             raise LyraError(f"{path}: {part} uses ELU (use_snake is false); Lyra imports Snake models only")
         for flag in ("antialias_activation", "use_nearest_upsample"):
-            if options.get(flag, False):
+            if _get(options, flag, bool, False, part, path):
                 raise LyraError(f"{path}: {part}.{flag} is true; Lyra imports models without it only")
-    bottleneck = (model.get("bottleneck") or {}).get("type")
-    if bottleneck != "vae":
-        raise LyraError(f"{path}: bottleneck {bottleneck!r} is not 'vae', the only one Lyra imports")
-    return {"sample_rate": data.get("sample_rate", 44100), "encoder": enc.get("config", {}),
+        for key in ("in_channels", "out_channels", "channels", "latent_dim"):
+            _get(options, key, int, 1, part, path)
+        for key in ("c_mults", "strides"):
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in _get(options, key, list, [], part, path)):
+                raise LyraError(f"{path}: {part}.{key} must be a list of integers")
+    bottleneck = _get(model, "bottleneck", (dict, type(None)), None, "model", path) or {}
+    if bottleneck.get("type") != "vae":
+        raise LyraError(f"{path}: bottleneck {_shown(bottleneck.get('type'))} is not 'vae', the only one Lyra imports")
+    rate = _get(data, "sample_rate", int, 44100, "", path)
+    if not 0 < rate <= MAX_SAMPLE_RATE:
+        raise LyraError(f"{path}: sample_rate must be between 1 and {MAX_SAMPLE_RATE:,} Hz, got {rate}")
+    _get(dec.get("config", {}), "final_tanh", bool, True, "decoder", path)
+    return {"sample_rate": rate, "encoder": enc.get("config", {}),
             "decoder": dec.get("config", {}), "latent_dim": model.get("latent_dim"), "source": str(path)}
+
+
+_MAX_DIGITS = 100         # no config integer has more
+
+
+def _read_json(path: Path) -> Any:
+    """The JSON in `path`, as plain values; every way a file can fail to be one is a one-line
+    `LyraError` naming it (NaN, Infinity and numbers no config holds included)."""
+    raw = read_config_bytes(Path(path), "a model_config.json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LyraError(f"{path}: not valid JSON ({first_line(exc)})") from None
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_int=_parse_int, parse_float=_parse_float)
+    except json.JSONDecodeError as exc:
+        raise LyraError(f"{path}: not valid JSON ({first_line(exc)})") from None
+    except _BadNumber as exc:
+        raise LyraError(f"{path}: not a config Lyra reads ({exc})") from None
+    except RecursionError:
+        raise LyraError(f"{path}: not a config Lyra reads (arrays or objects nested too deeply)") from None
+
+
+class _BadNumber(ValueError):
+    """A JSON number no config holds (NaN, an infinity, a thousand-digit integer)."""
+
+
+def _no_constant(name: str) -> Any:
+    raise _BadNumber(f"{name} is not a number a config may hold")
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_DIGITS:
+        raise _BadNumber(f"a {len(text.lstrip('-')):,}-digit integer is not a number a config may hold")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _BadNumber(f"{text[:20]}{'...' if len(text) > 20 else ''} is beyond the largest float")
+    return value
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any, where: str, path: Path) -> Any:
+    """``table[key]`` (or `default`), which must be of `kind` (a boolean is no integer here)."""
+    value = table.get(key, default)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(kind_of(k()) if k is not type(None) else "nothing" for k in kinds)
+        raise LyraError(f"{path}: {where + '.' if where else ''}{key} must be {names}, got {kind_of(value)}")
+    return value
+
+
+def _shown(value: Any) -> str:
+    """`value` for a message: its repr when short, else what it is."""
+    text = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else ""
+    return text if text and len(text) <= 60 else kind_of(value)
 
 
 def infer_config(weights: dict[str, torch.Tensor], sat: dict[str, Any] | None, final_tanh: bool | None,
@@ -218,9 +322,12 @@ def infer_config(weights: dict[str, torch.Tensor], sat: dict[str, Any] | None, f
     def shape(name: str) -> tuple[int, ...]:
         if name not in weights:
             raise LyraError(f"{source}: no {name}; not an Oobleck VAE with Snake activations")
+        if weights[name].dim() != 3:
+            raise LyraError(f"{source}: {name} is {list(weights[name].shape)}: conv weights of the wrong rank "
+                            f"(a convolution's weight is [out, in, kernel])")
         return tuple(weights[name].shape)
 
-    top = max((int(m.group(1)) for k in weights if (m := re.match(r"encoder\.layers\.(\d+)\.", k))), default=-1)
+    top = max((int(m.group(1)) for k in weights if (m := re.match(r"encoder\.layers\.(\d{1,9})\.", k))), default=-1)
     n = top - 2                                                   # conv in, n blocks, snake, conv out
     if n < 1:
         raise LyraError(f"{source}: the encoder has no blocks; not an Oobleck VAE")
@@ -243,14 +350,17 @@ def infer_config(weights: dict[str, torch.Tensor], sat: dict[str, Any] | None, f
             raise LyraError(f"{source}: whether the decoder ends in tanh is not stored in the weights; "
                             "pass --config model_config.json, or --final-tanh / --no-final-tanh")
         final_tanh = False                                       # Stable Audio Open 1.0
-    config = ModelConfig(
-        sample_rate=int(sat["sample_rate"]) if sat else 44100, channels=channels, base_channels=out_ch,
-        latent_dim=latent_dim, c_mults=tuple(c_mults), strides=tuple(k // 2 for _, _, k in downs),
-        dilations=(1, 3, 9), residual_kernel_size=7, posterior="softplus",
-        decoder_in_kernel=shape("decoder.layers.0.weight")[2],
-        decoder_out_bias=f"decoder.layers.{n + 2}.bias" in weights, final_tanh=final_tanh,
-        decoder_block="oobleck_decoder_block",
-    )
+    try:
+        config = ModelConfig(
+            sample_rate=sat["sample_rate"] if sat else 44100, channels=channels, base_channels=out_ch,
+            latent_dim=latent_dim, c_mults=tuple(c_mults), strides=tuple(k // 2 for _, _, k in downs),
+            dilations=(1, 3, 9), residual_kernel_size=7, posterior="softplus",
+            decoder_in_kernel=shape("decoder.layers.0.weight")[2],
+            decoder_out_bias=f"decoder.layers.{n + 2}.bias" in weights, final_tanh=final_tanh,
+            decoder_block="oobleck_decoder_block",
+        )
+    except LyraError as exc:   # a key of the config the weights imply
+        raise LyraError(f"{source}: the weights make no model Lyra builds ({exc})") from None
     if sat is not None:
         _check_against_json(config, sat)
     return config
