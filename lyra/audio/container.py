@@ -26,7 +26,8 @@ from typing import Any, BinaryIO, Iterator
 import numpy as np
 import torch
 
-from lyra.audio.resample import MAX_SAMPLE_RATE, resampled_length
+from lyra.audio.resample import resampled_length
+from lyra.core.limits import MAX_SAMPLE_RATE
 from lyra.core.atomic import atomic_write
 from lyra.core.errors import LyraError
 from lyra.core.paths import input_kind

@@ -12,12 +12,10 @@ import torch
 
 from lyra.audio.overlap import Context, OverlapStream, run_stream
 from lyra.core.errors import LyraError
+from lyra.core.limits import MAX_SAMPLE_RATE
 
 # The resampler's polyphase kernel is [new', 1, orig' + 2*width] for coprime orig':new'; cap it.
 _MAX_RESAMPLE_KERNEL = 1 << 25
-# The highest sample rate read, written or resampled to: the top of common audio hardware
-# (WAV holds it; FLAC only up to 655350 Hz, which writing FLAC checks).
-MAX_SAMPLE_RATE = 768_000
 # Upsampling makes a short input long. A whole resampling that grows its input more than
 # MAX_GROWTH times (8 kHz -> 768 kHz is 96) is refused when its output would hold more than
 # MAX_GROWN_VALUES values (1 GiB of float32); streamed resampling holds about a second at a time.

@@ -38,9 +38,9 @@ from typing import Any
 
 import torch
 
-from lyra.audio.resample import MAX_SAMPLE_RATE
-from lyra.core.toml import read_config_bytes
 from lyra.core.errors import LyraError, first_line, kind_of
+from lyra.core.limits import MAX_SAMPLE_RATE
+from lyra.core.toml import read_config_bytes
 from lyra.model.config import ModelConfig
 from lyra.model.stored_model import check_finite
 
