@@ -7,6 +7,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # The stable-audio-tools release whose Oobleck VAE tests/test_import_sat.py runs (test-only).
 SAT_VERSION := 0.0.19
+# The descript-audio-codec release whose model tests/test_import_dac.py runs (test-only).
+DAC_VERSION := 1.0.0
+# The encodec release whose EMA codebook tests/test_rvq.py checks the rvq bottleneck against (test-only).
+ENCODEC_VERSION := 0.1.1
 
 .PHONY: demo test bench setup clean
 
@@ -17,6 +21,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
 	$(PY) -m pip install --quiet --no-deps "stable-audio-tools==$(SAT_VERSION)"
+	$(PY) -m pip install --quiet --no-deps "descript-audio-codec==$(DAC_VERSION)"
+	$(PY) -m pip install --quiet --no-deps "encodec==$(ENCODEC_VERSION)"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -5,8 +5,6 @@ Discriminators are kept small (a few thousand weights) so each run takes seconds
 """
 
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,9 +21,8 @@ from lyra.train.ema import EMA
 from lyra.train.metrics_log import read_metrics
 from lyra.train.optim import no_decay_names, parameter_groups
 from lyra.core.toml import dumps
-from train_helpers import make_data, merge, tiny_config, tiny_config_dict, torchrun_train
+from train_helpers import killed_and_resumed, make_data, tiny_config, tiny_config_dict, torchrun_train
 
-REPO = Path(__file__).resolve().parents[1]
 SMALL_D = {"ms_stft": {"filters": 4, "n_ffts": [512, 256, 128]}, "mpd": {"periods": [2, 3], "widths": [4, 8, 8]}}
 
 
@@ -394,36 +391,11 @@ def test_adversarial_training_under_ddp_equals_one_process_and_accumulation(tmp_
 def test_adversarial_training_killed_with_sigkill_mid_save_resumes_exactly(tmp_path):
     """`lyra train` with discriminators and EMA, SIGKILLed while writing its step-4 checkpoint,
     then `--resume`d to step 6: the same losses and weights as a run never stopped."""
-    import signal
-
-    from cli_helpers import CreatedFiles, lyra_env
-
     make_data(tmp_path)
     tables = dict(adversarial=_adversarial(start_step=1), ema={"enabled": True, "decay": 0.5, "start_step": 1},
                   optim={"schedule": "constant"}, logging={"eval_every": 100000},
                   checkpoint={"save_every": 2, "keep_last": 5})
-    (tmp_path / "straight.toml").write_text(dumps(tiny_config_dict(
-        tmp_path, run_dir=str(tmp_path / "straight"), **merge(tables, {"optim": {"max_steps": 6}}))))
-    (tmp_path / "killed.toml").write_text(dumps(tiny_config_dict(
-        tmp_path, run_dir=str(tmp_path / "killed"), **merge(tables, {"optim": {"max_steps": 100000}}))))
-    env = lyra_env(PYTHONPATH=str(REPO))
-    checkpoints = tmp_path / "killed" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    watch = CreatedFiles(checkpoints)
-    proc = subprocess.Popen([sys.executable, "-m", "lyra", "train", str(tmp_path / "killed.toml")], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        watch.wait_for(lambda name: "step-00000004" in name, proc)   # the step-4 save has begun
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    finally:
-        watch.close()
-        proc.kill()
-    assert proc.returncode == -signal.SIGKILL
-    for args in (["train", str(tmp_path / "straight.toml")],
-                 ["train", str(tmp_path / "killed.toml"), "--resume", "--set", "optim.max_steps=6"]):
-        done = subprocess.run([sys.executable, "-m", "lyra", *args], env=env, capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr
+    killed_and_resumed(tmp_path, tables)
     a, b = _records(tmp_path / "straight", "train"), _records(tmp_path / "killed", "train")
     for r in a + b:
         r.pop("audio_s_per_s", None)

@@ -114,9 +114,9 @@ def test_swapped_or_spliced_chunks_are_damage_for_decode_and_info(tmp_path, caps
 
 def test_info_reports_the_real_format_version_and_version_1_still_decodes(tmp_path, capsys, ckpt, files):
     code, out, err = run(capsys, "info", files["a"])
-    assert code == 0 and "(.lyra format version 2, " in out, err
+    assert code == 0 and "(.lyra format version 3, " in out, err
     assert "all CRC32 and chunk-order checks pass" in out
-    assert '"format_version": 2' in run(capsys, "info", files["a"], "--json")[1]
+    assert '"format_version": 3' in run(capsys, "info", files["a"], "--json")[1]
 
     # tests/data/v1.lyra (written by the version-1 writer), claimed for this test's model
     model = load_model(ckpt)

@@ -205,7 +205,7 @@ def test_a_corrupted_chunk_names_the_chunk():
 @pytest.mark.parametrize("data, expected", [
     (b"", "empty input, not a .lyra file"),
     (b"RIFF\x24\x00\x00\x00WAVEfmt ", "not a .lyra file"),
-    (b"\x89LYRA\r\n\x1a\n" + struct.pack("<HI", 3, 2) + b"{}", r"version 3 is newer than this Lyra reads \(1, 2\)"),
+    (b"\x89LYRA\r\n\x1a\n" + struct.pack("<HI", 4, 2) + b"{}", r"version 4 is newer than this Lyra reads \(1, 2, 3\)"),
 ])
 def test_not_a_lyra_file(data, expected):
     with pytest.raises(LyraError, match=expected):
@@ -247,10 +247,10 @@ def four_chunks(seed: int = 0) -> bytes:
     return encode_bytes(torch.randn(8, 40, generator=torch.Generator().manual_seed(seed)), "float32", blocks=4)
 
 
-def test_written_files_are_version_2_and_say_so():
+def test_written_files_are_version_3_and_say_so():
     data = four_chunks()
-    assert struct.unpack_from("<H", data, 9) == (2,)
-    assert LatentReader(io.BytesIO(data), "x.lyra").version == 2
+    assert struct.unpack_from("<H", data, 9) == (3,)
+    assert LatentReader(io.BytesIO(data), "x.lyra").version == 3
 
 
 def test_every_swap_of_two_data_chunks_is_detected():

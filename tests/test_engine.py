@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 import lyra.train.engine as engine
-import lyra.train.steps as steps
+from lyra.model.bottlenecks import gaussian
 from lyra.model.checkpoint import load_model, read_checkpoint
 from lyra.cli import main
 from lyra.model.config import ModelConfig
@@ -126,7 +126,7 @@ def test_mixed_precision_trains_through_autocast(tmp_path, precision, monkeypatc
 
 def test_non_finite_steps_are_skipped_logged_and_eventually_stop_the_run(tmp_path, monkeypatch, one_thread):
     make_data(tmp_path)
-    real_kl = steps.kl_divergence
+    real_kl = gaussian.kl_divergence
     bad_steps = {2}
     calls = {"n": 0}
 
@@ -135,7 +135,7 @@ def test_non_finite_steps_are_skipped_logged_and_eventually_stop_the_run(tmp_pat
         value = real_kl(mean, logvar)
         return value * math.nan if calls["n"] in bad_steps else value
 
-    monkeypatch.setattr(steps, "kl_divergence", flaky_kl)   # the training steps' KL term
+    monkeypatch.setattr(gaussian, "kl_divergence", flaky_kl)   # the vae bottleneck's KL term
     engine.train(tiny_config(tmp_path, logging={"eval_every": 100}))
     records = [r for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["split"] == "train"]
     assert [r["skipped"] for r in records] == [False, True, False, False]

@@ -96,7 +96,7 @@ def test_a_manifest_in_the_output_folder_the_job_creates_is_accepted(tmp_path, c
     root, out = music(tmp_path / "music"), tmp_path / "out"
     code, err = run(capsys, "encode", root, out, "-c", ckpt, "--manifest", out / "manifest.jsonl")
     assert code == 0, err
-    assert listing(out) == ["a.lyra", "manifest.jsonl", "sub", "sub/b.lyra"]
+    assert listing(out) == ["a.lyra", "manifest.jsonl", "manifest.stats.json", "sub", "sub/b.lyra"]   # stats beside it
     assert [json.loads(line)["output"] for line in (out / "manifest.jsonl").read_text().splitlines()] == \
         [str(out / "a.lyra"), str(out / "sub" / "b.lyra")]
     code, err = run(capsys, "encode", root, out, "-c", ckpt, "--manifest", out / "manifest.jsonl")

@@ -150,7 +150,7 @@ def test_a_rejected_option_is_one_line_naming_the_component_and_the_key(gates):
          r"registered: .*; plugins loaded: gates"),
         (dict(options={"sine_gate": {"gain": 2.0}}),   # registered, but this model has none: not silently lost
          r"model\.options\.sine_gate: this model builds no component named 'sine_gate' \(it builds decoder_block, "
-         r"encoder_block, residual_unit, snake\)"),
+         r"encoder_block, residual_unit, snake, vae\)"),
         # The deprecated flat table goes to every component, which must take it: now a line, not a TypeError.
         (dict(activation="plain", block_options={"gain": 2.0}),
          rf"model\.block_options: activation 'plain' \({ORIGIN_RE}\) does not accept option 'gain' \(it takes no "

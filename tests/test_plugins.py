@@ -52,8 +52,10 @@ def test_lyra_plugins_lists_components_by_kind_with_their_package(example_plugin
         else:
             name, *rest = line.split(None, 2)
             heading[name] = rest
-    assert list(table) == ["activation", "residual_unit", "encoder_block", "decoder_block", "discriminator",
-                           "plugins (entry-point group 'lyra.plugins')"]
+    assert list(table) == ["activation", "residual_unit", "encoder_block", "decoder_block", "bottleneck",
+                           "discriminator", "plugins (entry-point group 'lyra.plugins')"]
+    assert {name: rows for name, rows in table["bottleneck"].items() if name in ("vae", "fsq", "rvq")} == {
+        name: ["lyra", "built-in"] for name in ("vae", "fsq", "rvq")}
     assert table["activation"]["aa_snake"] == ["lyra-plugin-example", "plugin 'example'"]
     assert table["activation"]["snake"] == ["lyra", "built-in"]
     assert table["residual_unit"]["dw_residual_unit"] == ["lyra-plugin-example", "plugin 'example'"]
@@ -343,7 +345,7 @@ def test_training_config_naming_an_unknown_component_fails_with_the_registry_mes
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('[model]\nactivation = "aa_snak"\n')
     with pytest.raises(LyraError, match=r"^model\.activation: unknown activation 'aa_snak' \(did you mean "
-                                        r"'aa_snake'\?\); registered: aa_snake, snake, snake_reference; plugins loaded: example"):
+                                        r"'aa_snake'\?\); registered: aa_snake, dac_snake, snake, snake_reference; plugins loaded: example"):
         build_model(ModelConfig.from_toml(cfg))
 
 

@@ -86,3 +86,39 @@ def torchrun_train(tmp_path: Path, config: Path, *args: str, timeout: int = 600)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
+
+
+def killed_and_resumed(tmp_path: Path, tables: dict[str, Any], steps: int = 6, kill_at: int = 4) -> None:
+    """Two `lyra train` runs of `tables` (subprocesses, as users run them): "straight" to `steps`,
+    and "killed", SIGKILLed once its step-`kill_at` checkpoint save has begun, then `--resume`d to
+    `steps`. Their run folders are tmp_path/straight and tmp_path/killed. Needs `save_every`
+    dividing `kill_at`; synchronised on the checkpoint file's creation (inotify), never on time."""
+    import signal
+    import subprocess
+    import sys
+
+    from cli_helpers import CreatedFiles, lyra_env
+    from lyra.core.toml import dumps
+
+    repo = Path(__file__).resolve().parents[1]
+    for name, max_steps in (("straight", steps), ("killed", 100000)):
+        (tmp_path / f"{name}.toml").write_text(dumps(tiny_config_dict(
+            tmp_path, run_dir=str(tmp_path / name), **merge(tables, {"optim": {"max_steps": max_steps}}))))
+    env = lyra_env(PYTHONPATH=str(repo))
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    watch = CreatedFiles(checkpoints)
+    proc = subprocess.Popen([sys.executable, "-m", "lyra", "train", str(tmp_path / "killed.toml")], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        watch.wait_for(lambda name: f"step-{kill_at:08d}" in name, proc)   # the save has begun
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        watch.close()
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+    for args in (["train", str(tmp_path / "straight.toml")],
+                 ["train", str(tmp_path / "killed.toml"), "--resume", "--set", f"optim.max_steps={steps}"]):
+        done = subprocess.run([sys.executable, "-m", "lyra", *args], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr

@@ -1,15 +1,19 @@
 """The `.lyra` latent file: a header, CRC32-checked chunks of latent frames (each linked to the
-one before it), an end marker. It is written strictly front to back, so a writer on a pipe
-never seeks back; a truncated, corrupted, reordered or spliced file is a one-line `LyraError`,
-never garbage latents. The byte layout and every check: docs/lyra-format.md.
+one before it), an end marker. Frames are float latents (`lyra.audio.floats`) or the integer
+codes of a discrete bottleneck packed at their bit width (`lyra.audio.codes`). It is written
+strictly front to back, so a writer on a pipe never seeks back; a truncated, corrupted,
+reordered or spliced file is a one-line `LyraError`, never garbage latents. The byte layout and every check: docs/lyra-format.md.
 
     with atomic_write("x.lyra") as f:
         w = LatentWriter(f, header, "x.lyra")
-        w.write(frames)                       # [D, n], as often as needed
+        w.write(frames)                       # [D, n] floats (or [Q, n] codes), as often as needed
         w.finish(num_samples, source_num_samples)
     with open("x.lyra", "rb") as f:
         r = LatentReader(f, "x.lyra")
-        for frames in r: ...                  # [D, n] float32; r.trailer is set at the end
+        for frames in r: ...                  # [D, n] float32 (or [Q, n] int64); r.trailer is set at the end
+
+A codes file's header: ``Header(..., dtype=CODES, codebook_size=K, num_quantizers=Q,
+bottleneck="rvq", bottleneck_options={...})``.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import json
 import struct
 import sys
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-import numpy as np
 import torch
 
+from lyra.audio.codes import bits_per_code, check_codebook, pack_codes, packed_bytes, unpack_codes
+from lyra.audio.floats import DTYPES, check_dtype, frame_bytes, pack, stored, unpack  # noqa: F401 (also this module's API)
 from lyra.audio.resample import resampled_length
 from lyra.core.limits import MAX_SAMPLE_RATE
 from lyra.core.atomic import atomic_write
@@ -34,9 +39,10 @@ from lyra.core.paths import input_kind
 from lyra.core.streams import read_upto, write_all
 
 MAGIC = b"\x89LYRA\r\n\x1a\n"
-VERSION = 2                      # what is written
-READ_VERSIONS = (1, 2)           # what is read
-DTYPES = {"float16": 16, "bfloat16": 16, "float32": 32, "int8": 8}   # bits per stored value
+VERSION = 3                      # what is written
+READ_VERSIONS = (1, 2, 3)        # what is read
+CODES = "codes"                  # the header dtype of integer codes (version 3 on)
+CONTINUOUS = "vae"               # the bottleneck of float latents, and of every file before version 3
 MAX_HEADER_BYTES = 1 << 16
 MAX_CHUNK_BYTES = 1 << 26
 MAX_CHUNK_FRAMES = 1024          # a writer splits longer blocks
@@ -52,16 +58,21 @@ _LINK = struct.Struct("<I")       # version 2's END suffix: link
 
 @dataclass(frozen=True)
 class Header:
-    """What a reader needs before the first latent: the model's shape and who wrote it."""
+    """What a reader needs before the first latent: the model's shape and who wrote it. A codes
+    file (dtype `CODES`) also says its codebook size K and code rows per frame Q."""
 
     sample_rate: int
     channels: int
     hop_length: int
-    latent_dim: int
-    dtype: str
+    latent_dim: int           # the decoder's input channels (for codes too)
+    dtype: str                # a name of DTYPES, or CODES
     model_fingerprint: str
     source_sample_rate: int
     source_channels: int
+    bottleneck: str = CONTINUOUS                                     # its registry name
+    bottleneck_options: dict[str, Any] = field(default_factory=dict)  # a JSON object
+    codebook_size: int = 0    # K (codes only): codes are 0..K-1
+    num_quantizers: int = 0   # Q (codes only): code rows per frame
 
     def __post_init__(self) -> None:
         for key in ("sample_rate", "channels", "hop_length", "latent_dim", "source_sample_rate", "source_channels"):
@@ -70,10 +81,36 @@ class Header:
                 raise LyraError(f"header {key}: expected a positive integer, got {value!r}")
             if key.endswith("sample_rate") and value > MAX_SAMPLE_RATE:
                 raise LyraError(f"header {key}: {value} Hz is above the {MAX_SAMPLE_RATE} Hz Lyra handles")
-        if self.dtype not in DTYPES:
-            raise LyraError(f"header dtype: expected one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if not isinstance(self.dtype, str) or self.dtype not in (*DTYPES, CODES):
+            raise LyraError(f"header dtype: expected one of {', '.join((*DTYPES, CODES))}, got {self.dtype!r}")
         if not isinstance(self.model_fingerprint, str) or not self.model_fingerprint:
             raise LyraError(f"header model_fingerprint: expected a string, got {self.model_fingerprint!r}")
+        name = self.bottleneck
+        if not isinstance(name, str) or not 0 < len(name) <= 100 or not name.isprintable():
+            raise LyraError(f"header bottleneck: expected a component name, got {name!r:.120}")
+        try:   # stored as JSON gives it back: lists for tuples, no NaN
+            options = json.loads(json.dumps(self.bottleneck_options, sort_keys=True, allow_nan=False))
+        except (TypeError, ValueError, RecursionError):
+            options = None
+        if not isinstance(options, dict):
+            raise LyraError(f"header bottleneck_options: expected a JSON object, got {self.bottleneck_options!r:.120}")
+        object.__setattr__(self, "bottleneck_options", options)
+        if self.codes:
+            check_codebook(self.codebook_size, self.num_quantizers)
+            if name == CONTINUOUS:
+                raise LyraError(f"header bottleneck: {CONTINUOUS!r} stores float latents, not {CODES}")
+        elif (self.codebook_size, self.num_quantizers) != (0, 0):
+            raise LyraError(f"header codebook_size/num_quantizers: only a {CODES} file has them (this one is {self.dtype})")
+
+    @property
+    def codes(self) -> bool:
+        """Whether the file holds integer codes ([Q, n] int64) rather than float latents."""
+        return self.dtype == CODES
+
+    @property
+    def rows(self) -> int:
+        """Rows of every tensor written and read: Q for codes, else latent_dim."""
+        return self.num_quantizers if self.codes else self.latent_dim
 
     @property
     def frame_rate(self) -> float:
@@ -81,8 +118,17 @@ class Header:
 
     @property
     def bits_per_frame(self) -> int:
-        """Stored bits per latent frame (values plus, for int8, the frame's float32 scale)."""
+        """Stored bits per latent frame: Q codes of ceil(log2 K) bits, or float values plus, for
+        int8, the frame's float32 scale."""
+        if self.codes:
+            return self.num_quantizers * bits_per_code(self.codebook_size)
         return self.latent_dim * DTYPES[self.dtype] + (32 if self.dtype == "int8" else 0)
+
+    def payload_bytes(self, frames: int) -> int:
+        """Bytes of a DATA chunk's `frames` frames (after its placement prefix)."""
+        if self.codes:
+            return packed_bytes(frames, self.num_quantizers, self.codebook_size)
+        return frames * frame_bytes(self.dtype, self.latent_dim)
 
     @property
     def bitrate(self) -> float:
@@ -90,7 +136,10 @@ class Header:
         return self.bits_per_frame * self.frame_rate
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        fields = asdict(self)
+        if not self.codes:     # a float file has no codebook
+            del fields["codebook_size"], fields["num_quantizers"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -100,62 +149,6 @@ class Trailer:
     num_frames: int
     num_samples: int          # at header.sample_rate: decoded audio is cropped to this
     source_num_samples: int   # at header.source_sample_rate: the input file's length
-
-
-# ---------------------------------------------------------------------------------------
-# Storage dtypes
-# ---------------------------------------------------------------------------------------
-def check_dtype(dtype: str, key: str = "--dtype") -> None:
-    """Refuse (one line starting with `key`) a latent storage name that is not in `DTYPES`."""
-    if dtype not in DTYPES:
-        raise LyraError(f"{key}: expected one of {', '.join(DTYPES)}, got {dtype!r}")
-
-
-def frame_bytes(dtype: str, latent_dim: int) -> int:
-    return latent_dim * DTYPES[dtype] // 8 + (4 if dtype == "int8" else 0)
-
-
-def pack(latents: torch.Tensor, dtype: str) -> bytes:
-    """[D, n] float latents -> the bytes of a DATA payload after its frame count."""
-    frames = latents.detach().float().cpu().T.contiguous()                 # [D, n] -> [n, D]
-    if not torch.isfinite(frames).all():
-        raise LyraError("latent values are not finite (NaN or infinity): the model or its input is broken")
-    if dtype == "int8":
-        scale = frames.abs().amax(dim=1) / 127                              # [n]
-        q = torch.where(scale[:, None] > 0, frames / scale.clamp_min(1e-30)[:, None], 0.0)
-        q = q.round().clamp(-127, 127).to(torch.int8)                       # [n, D]
-        return scale.numpy().astype("<f4").tobytes() + q.numpy().tobytes()
-    if dtype == "float32":
-        return frames.numpy().astype("<f4").tobytes()
-    if dtype == "float16":
-        stored = frames.half()
-        if not torch.isfinite(stored).all():
-            peak = frames.abs().max().item()
-            raise LyraError(f"latent values exceed the float16 range (max |z| = {peak:.3g}); "
-                            "use --dtype bfloat16 or float32")
-        return stored.numpy().astype("<f2").tobytes()
-    return frames.bfloat16().view(torch.int16).numpy().astype("<i2").tobytes()   # bfloat16
-
-
-def unpack(data: bytes, dtype: str, frames: int, latent_dim: int) -> torch.Tensor:
-    """Inverse of `pack`: payload bytes -> [D, frames] float32."""
-    if dtype == "int8":
-        scale = np.frombuffer(data, "<f4", frames)                          # [n]
-        q = np.frombuffer(data, np.int8, frames * latent_dim, offset=4 * frames).reshape(frames, latent_dim)
-        values = torch.from_numpy(q.astype(np.float32) * scale[:, None].astype(np.float32))
-    elif dtype == "float32":
-        values = torch.from_numpy(np.frombuffer(data, "<f4").astype(np.float32).reshape(frames, latent_dim))
-    elif dtype == "float16":
-        values = torch.from_numpy(np.frombuffer(data, "<f2").astype(np.float32).reshape(frames, latent_dim))
-    else:
-        bits = torch.from_numpy(np.frombuffer(data, "<i2").astype(np.int16).reshape(frames, latent_dim))
-        values = bits.view(torch.bfloat16).float()
-    return values.T.contiguous()                                            # [n, D] -> [D, n]
-
-
-def stored(latents: torch.Tensor, dtype: str) -> torch.Tensor:
-    """The latents as a `.lyra` file of `dtype` gives them back ([D, n] float32)."""
-    return unpack(pack(latents, dtype), dtype, latents.shape[-1], latents.shape[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,14 +171,16 @@ class LatentWriter:
         self._pending = head + _CRC.pack(self._link)
 
     def write(self, latents: torch.Tensor) -> None:
-        """Append [D, n] latent frames (split into chunks of at most MAX_CHUNK_FRAMES)."""
-        if latents.dim() != 2 or latents.shape[0] != self.header.latent_dim:
-            raise LyraError(f"{self.name}: expected latents of shape [{self.header.latent_dim}, frames], "
+        """Append [D, n] latent frames, or [Q, n] integer codes for a codes header (split into
+        chunks of at most MAX_CHUNK_FRAMES)."""
+        h = self.header
+        if latents.dim() != 2 or latents.shape[0] != h.rows:
+            raise LyraError(f"{self.name}: expected {'codes' if h.codes else 'latents'} of shape [{h.rows}, frames], "
                             f"got {list(latents.shape)}")
         for start in range(0, latents.shape[-1], MAX_CHUNK_FRAMES):
-            part = latents[:, start:start + MAX_CHUNK_FRAMES]                 # [D, n']
+            part = latents[:, start:start + MAX_CHUNK_FRAMES]                 # [D, n'] (or [Q, n'])
             try:
-                values = pack(part, self.header.dtype)
+                values = (pack_codes(part, h.codebook_size, self.frames) if h.codes else pack(part, h.dtype))
             except LyraError as exc:
                 raise LyraError(f"{self.name}: {exc}") from None
             place = _PLACE.pack(self.frames, self._link, part.shape[-1])
@@ -228,7 +223,8 @@ def write_lyra(path: str | Path, header: Header, latents: torch.Tensor, num_samp
 # Reading
 # ---------------------------------------------------------------------------------------
 class LatentReader:
-    """Reads a `.lyra` stream front to back; iterate for [D, n] float32 latent chunks.
+    """Reads a `.lyra` stream front to back; iterate for [D, n] float32 latent chunks, or, when
+    `header.codes`, [Q, n] int64 code chunks.
 
     The header is read and checked on construction (`version` is the file's format version).
     `trailer` is set once iteration reaches the end marker, after checking it against the
@@ -260,13 +256,12 @@ class LatentReader:
         (crc,) = _CRC.unpack(self._read(_CRC.size, "the header"))
         if crc != zlib.crc32(magic + prefix + text):
             raise LyraError(f"{name}: corrupted .lyra file (the header fails its CRC32 check)")
-        self.header = _parse_header(text, name)
+        self.header = _parse_header(text, name, version)
         self._link = crc             # what the next DATA chunk (or END) must link to
         self._after = "the header"   # ... described for messages
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         h = self.header
-        per_frame = frame_bytes(h.dtype, h.latent_dim)
         prefix = _FRAMES if self.version == 1 else _PLACE
         while True:
             where = f"chunk {self.chunks + 1}, at frame {self.frames}"
@@ -291,10 +286,13 @@ class LatentReader:
                 else:
                     first, link, n = _PLACE.unpack_from(payload)
                     self._check_place(first, link, where)
-                if size != prefix.size + n * per_frame:
+                if size != prefix.size + h.payload_bytes(n):
                     raise LyraError(f"{self.name}: corrupted .lyra file ({where}: {size} bytes for {n} frames)")
-                values = unpack(payload[prefix.size:], h.dtype, n, h.latent_dim)       # [D, n]
-                if not torch.isfinite(values).all():
+                if h.codes:
+                    values = self._codes(payload[prefix.size:], n, where)               # [Q, n]
+                else:
+                    values = unpack(payload[prefix.size:], h.dtype, n, h.latent_dim)   # [D, n]
+                if not h.codes and not torch.isfinite(values).all():
                     raise LyraError(f"{self.name}: corrupted .lyra file ({where} holds values that are not "
                                     f"finite; is its dtype really {h.dtype}?)")
                 self.frames += n
@@ -307,9 +305,17 @@ class LatentReader:
                 raise LyraError(f"{self.name}: unsupported .lyra file ({where} has unknown type {tag!r})")
 
     def read_all(self) -> torch.Tensor:
-        """Every latent frame: [D, F] float32 (and `trailer` set)."""
+        """Every latent frame: [D, F] float32, or [Q, F] int64 codes (and `trailer` set)."""
         parts = list(self)
-        return torch.cat(parts, dim=-1) if parts else torch.zeros(self.header.latent_dim, 0)
+        empty = torch.zeros(self.header.rows, 0, dtype=torch.int64 if self.header.codes else torch.float32)
+        return torch.cat(parts, dim=-1) if parts else empty
+
+    def _codes(self, data: bytes, n: int, where: str) -> torch.Tensor:
+        h = self.header
+        try:
+            return unpack_codes(data, h.codebook_size, n, h.num_quantizers, self.frames)
+        except LyraError as exc:
+            raise LyraError(f"{self.name}: corrupted .lyra file ({where}: {exc})") from None
 
     def _check_place(self, first: int, link: int, where: str) -> None:
         """A version-2 DATA chunk must continue the frames, and the chain, where they stand."""
@@ -372,18 +378,28 @@ def source_length(header: Header, trailer: Trailer, name: str) -> int:
     return n
 
 
-def _parse_header(text: bytes, name: str) -> Header:
+def _parse_header(text: bytes, name: str, version: int = VERSION) -> Header:
     try:
         data = json.loads(text.decode())
     except (UnicodeDecodeError, ValueError, RecursionError):   # ValueError: JSONDecodeError, or an int of 4,300+ digits
         raise LyraError(f"{name}: corrupted .lyra file (the header is not JSON)") from None
     if not isinstance(data, dict):
         raise LyraError(f"{name}: corrupted .lyra file (the header is not a JSON object)")
+    # Before version 3 every file held float latents of the "vae" bottleneck, whatever keys
+    # it had; from version 3 on the bottleneck is named, and a codes file names its codebook.
+    required = [*Header.__dataclass_fields__][:8]    # the keys of every version: sample_rate .. source_channels
+    required += ["bottleneck", "bottleneck_options"] if version >= 3 else []
+    if version >= 3 and data.get("dtype") == CODES:
+        required += ["codebook_size", "num_quantizers"]
     fields: dict[str, Any] = {}
-    for key in Header.__dataclass_fields__:
+    for key in required:
         if key not in data:
             raise LyraError(f"{name}: corrupted .lyra file (the header has no '{key}')")
         fields[key] = data[key]     # unknown keys are informational and ignored
+    if version >= 3:                # a float file may not claim a codebook
+        fields.update((key, data[key]) for key in ("codebook_size", "num_quantizers") if key in data)
+    if fields["dtype"] == CODES and version < 3:
+        raise LyraError(f"{name}: corrupted .lyra file (dtype {CODES} needs format version 3, the file says {version})")
     try:
         return Header(**fields)
     except LyraError as exc:
@@ -393,15 +409,15 @@ def _parse_header(text: bytes, name: str) -> Header:
 def check_model(header: Header, config: Any, name: str, checkpoint: str) -> None:
     """Refuse a header whose shape is not its model's (`config`: the `ModelConfig` of the
     checkpoint whose fingerprint the header names): a header altered with its CRC redone."""
-    for key in ("sample_rate", "channels", "hop_length", "latent_dim"):
-        have, want = getattr(header, key), getattr(config, key)
+    for key in ("sample_rate", "channels", "hop_length", "latent_dim", "bottleneck"):
+        have, want = getattr(header, key), getattr(config, key, CONTINUOUS)
         if have != want:
             raise LyraError(f"{name}: corrupted .lyra file (its header says {key} {have}, but the model it "
                             f"names, {checkpoint}, has {key} {want})")
 
 
 def read_lyra(path: str | Path) -> tuple[Header, torch.Tensor, Trailer]:
-    """A whole `.lyra` file: (header, latents [D, F] float32, trailer)."""
+    """A whole `.lyra` file: (header, latents [D, F] float32 or codes [Q, F] int64, trailer)."""
     with open_lyra(path) as reader:
         latents = reader.read_all()
         return reader.header, latents, reader.trailer

@@ -52,9 +52,10 @@ from lyra.cli import imports as _imports  # noqa: E402
 from lyra.cli import model as _model  # noqa: E402
 from lyra.cli import plot as _plot  # noqa: E402
 from lyra.cli import plugins as _plugins  # noqa: E402
+from lyra.cli import stats as _stats  # noqa: E402
 from lyra.cli import train as _train  # noqa: E402
 
-for _module in (_model, _codec, _eval, _imports, _plugins, _train, _demo, _plot):
+for _module in (_model, _codec, _stats, _eval, _imports, _plugins, _train, _demo, _plot):
     _module.register(app)
 
 

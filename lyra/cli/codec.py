@@ -35,6 +35,7 @@ ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU thread
 CompileOpt = Annotated[bool, typer.Option("--compile", help="torch.compile the model first (a one-off cost of seconds to minutes; then faster, same output within float32 rounding).")]
 EmaOpt = Annotated[bool, typer.Option("--ema/--no-ema", help="Use the checkpoint's EMA weights when it has them (training with [ema] saves them); --no-ema: the raw trained weights.")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", help="Compute in fp32, bf16 or fp16 (reduced precision is fast on GPUs and CPUs with AVX-512 BF16/AMX, slow elsewhere).")]
+QuantizersOpt = Annotated[Optional[int], typer.Option("--quantizers", help="A model with a residual (rvq) bottleneck: store only the first N code rows per frame, a lower bit rate (default: all it was trained with).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display and no per-file summary lines (errors and warnings are still printed).")]
 
 
@@ -167,10 +168,15 @@ def encode(
     dtype: Annotated[str, typer.Option("--dtype", help="Latent storage: float16, bfloat16, float32, or int8 (per-frame scale).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average inputs with more channels than the model into mono (then duplicated).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists; with a folder IN, encode every file again (without it, complete outputs of the same model are skipped).")] = False,
-    manifest: Annotated[Optional[str], typer.Option("--manifest", help="With a folder IN: also write this JSON Lines index, one line per complete output (source, duration_s, num_samples, sample_rate, frames, output), sorted by source.")] = None,
+    manifest: Annotated[Optional[str], typer.Option("--manifest", help="With a folder IN: also write this JSON Lines index, one line per complete output (source, duration_s, num_samples, sample_rate, frames, output), sorted by source; the latents' per-channel mean and std go beside it (latents.jsonl -> latents.stats.json).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="With a folder IN: encode files of equal latent frame counts N at a time (taken shortest first), the same latents as one at a time within float rounding.")] = 1,
+    sample: Annotated[bool, typer.Option("--sample", help="With a folder IN: store posterior samples (mean + std * noise, seeded per file by --seed) instead of means; vae bottleneck only.")] = False,
+    seed: Annotated[int, typer.Option("--seed", help="With --sample: the seed; with the output's path inside OUT it seeds each file's noise.")] = 0,
+    quantizers: QuantizersOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Encode audio into a compact .lyra latent file (the posterior mean: deterministic).
+    """Encode audio into a compact .lyra latent file (the posterior mean: deterministic; a
+    model with a discrete bottleneck stores its integer codes, packed).
 
     Audio is resampled to the model's rate and mono is duplicated to the model's channels.
     Without --stream the whole file is processed at once (memory grows with its length);
@@ -198,24 +204,30 @@ def encode(
 
         run(Job(inp, out, checkpoint, device=device, precision=precision, compile=compile, ema=ema, threads=threads,
                 stream=stream, chunk_seconds=chunk_seconds, dtype=dtype, downmix=downmix, force=force,
-                manifest=manifest, quiet=quiet), _Report(quiet))
+                manifest=manifest, quiet=quiet, batch_size=batch_size, sample=sample, seed=seed, quantizers=quantizers),
+            _Report(quiet))
         return
     if manifest is not None:
         raise LyraError("--manifest: only with a folder IN (a data set to pre-encode)")
+    if batch_size != 1 or sample:
+        raise LyraError(f"{'--sample' if sample else '--batch-size'}: only with a folder IN (a data set to pre-encode)")
     from lyra.core.distributed import launch
 
     if (here := launch()) is not None and here.world_size > 1:
         raise LyraError(f"{inp}: not a folder; under torchrun, `lyra encode` shares a folder's files "
                         "among the processes (run one process for one file)")
     codec = load_codec(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
+    codec.model.bottleneck.check_quantizers(quantizers)    # before any output
     from lyra.audio.folders import AUDIO_SUFFIXES
 
     def one(src: str, dst: str, progress: Optional[OnProgress]) -> str:
         done = codec.encode_file(src, dst, stream=stream, chunk_seconds=chunk_seconds, dtype=dtype,
-                                 downmix=downmix, progress=progress)
+                                 downmix=downmix, progress=progress, quantizers=quantizers)
         if done.truncation:
             echo(done.truncation)                    # the header promised more than the file holds
-        return f"{done.name}: {done.frames} frames, {done.seconds:.3f} s, {done.bitrate / 1000:.2f} kbit/s ({dtype})"
+        h = done.header
+        stored = f"{h.num_quantizers} codes of {h.codebook_size} per frame" if h.codes else dtype
+        return f"{done.name}: {done.frames} frames, {done.seconds:.3f} s, {done.bitrate / 1000:.2f} kbit/s ({stored})"
 
     _run_files(inp, out, AUDIO_SUFFIXES, ".lyra", "encoding", one, force=force, quiet=quiet)
 
@@ -297,23 +309,30 @@ def info(
         "source_sample_rate": h.source_sample_rate, "source_channels": h.source_channels,
         "source_num_samples": t.source_num_samples, "bytes": size,
         "latent_kbps": h.bitrate / 1000, "file_kbps": size * 8 / seconds / 1000, "chunks": reader.chunks,
+        "bottleneck": h.bottleneck, "bottleneck_options": h.bottleneck_options,
     }
+    if h.codes:
+        facts.update(codebook_size=h.codebook_size, num_quantizers=h.num_quantizers, bits_per_code=h.bits_per_frame // h.num_quantizers)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
         return
     extra = " + a float32 scale per frame" if h.dtype == "int8" else ""
+    options = f" {json.dumps(h.bottleneck_options, sort_keys=True)}" if h.bottleneck_options else ""
     lines = [
         ("file", f"{facts['file']} (.lyra format version {reader.version}, {size:,} bytes, {reader.chunks} chunks, all CRC32 {'checks pass; chunk order not recorded' if reader.version == 1 else 'and chunk-order checks pass'})"),
         ("model", f"fingerprint {h.model_fingerprint}"),
         ("audio", f"{h.sample_rate} Hz, {h.channels} channels"),
-        ("latent", f"{h.latent_dim} channels x {t.num_frames} frames at {h.frame_rate:.2f} Hz (hop {h.hop_length})"),
-        ("storage", f"{h.dtype} ({DTYPES[h.dtype]} bits per value{extra})"),
+        ("latent", f"{h.latent_dim} channels x {t.num_frames} frames at {h.frame_rate:.2f} Hz (hop {h.hop_length})"
+                   + (f", stored as {h.num_quantizers} codes per frame" if h.codes else "")),
+        ("storage", f"integer codes 0..{h.codebook_size - 1:,}, {facts['bits_per_code']} bits each, packed ({h.bits_per_frame} bits per frame)" if h.codes
+                    else f"{h.dtype} ({DTYPES[h.dtype]} bits per value{extra})"),
+        ("bottleneck", h.bottleneck + (f", {h.num_quantizers} quantizers of {h.codebook_size:,} codes" if h.codes else "") + options),
         ("duration", f"{format_duration(seconds, millis=True)} ({t.num_samples:,} samples)"),
         ("source", f"{h.source_sample_rate} Hz, {h.source_channels} channels, {t.source_num_samples:,} samples"),
-        ("bitrate", f"{h.bitrate / 1000:.2f} kbit/s latent payload; {facts['file_kbps']:.2f} kbit/s file"),
+        ("bitrate", f"{h.bitrate / 1000:.2f} kbit/s {'code' if h.codes else 'latent'} payload; {facts['file_kbps']:.2f} kbit/s file"),
     ]
     for key, value in lines:
-        typer.echo(f"{key + ':':<10}{value}")
+        typer.echo(f"{key + ':':<12}{value}")
 
 
 def register(app: typer.Typer) -> None:

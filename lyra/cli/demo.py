@@ -20,15 +20,19 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for the generated data, the run and the held-out audio.")] = Path("demo-out"),
     steps: Annotated[Optional[int], typer.Option(help="Training steps (default: the demo config's).", min=1)] = None,
     force: Annotated[bool, typer.Option("--force", help="Use --out even if it holds files an earlier demo did not write.")] = False,
+    bottleneck: Annotated[str, typer.Option("--bottleneck", help="The model's bottleneck: vae (float latents), fsq or rvq (integer codes; configs/demo-fsq.toml, configs/demo-rvq.toml). A discrete one trains into OUT/run-fsq or OUT/run-rvq and also prints its bitrate.")] = "vae",
 ) -> None:
     """Synthesise a small data set, train the small model on the CPU, and show it learned.
 
-    Prints SI-SDR and mel distance of a held-out clip's reconstruction before and after training.
+    Prints SI-SDR and mel distance of a held-out clip's reconstruction before and after training
+    (and, with --bottleneck fsq or rvq, the codes' bitrate; an rvq model is also scored with
+    fewer quantisers).
     """
-    from lyra.apps.demo import run_demo
+    from lyra.apps.demo import check_bottleneck, run_demo
 
+    check_bottleneck(bottleneck)           # before the folder is touched
     _claim(out, force)
-    run_demo(out, steps=steps)
+    run_demo(out, steps=steps, bottleneck=bottleneck)
 
 
 def _claim(out: Path, force: bool) -> None:

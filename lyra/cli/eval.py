@@ -29,6 +29,7 @@ def evaluate(
     ema: EmaOpt = True,
     dtype: Annotated[str, typer.Option("--dtype", help="With --checkpoint: latent storage to simulate (as in a .lyra file).")] = "float16",
     downmix: Annotated[bool, typer.Option("--downmix", help="Average a REF with more channels than DEGRADED (or than the model, with --checkpoint) into mono, as `lyra encode --downmix` does.")] = False,
+    quantizers: Annotated[Optional[int], typer.Option("--quantizers", help="With --checkpoint of a model with a residual (rvq) bottleneck: measure at this many code rows only (default: at every count 1..Q, one table per bit rate).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display (the table or JSON and errors are still printed).")] = False,
 ) -> None:
@@ -37,7 +38,8 @@ def evaluate(
 
     Both signals are resampled to 44.1 kHz before measuring, so files at any sample rate
     give comparable numbers. In a folder, a pair that fails is reported and the others are
-    still measured; the exit status is then 1.
+    still measured; the exit status is then 1. A model with a residual (rvq) bottleneck is
+    measured at each bit rate it decodes: with its first 1, 2, ..., Q code rows.
 
     \b
     Examples:  lyra eval song.wav song.decoded.wav
@@ -53,23 +55,39 @@ def evaluate(
     check_input(ref)
     if degraded is not None:
         check_input(degraded)
+    if quantizers is not None and checkpoint is None:
+        raise LyraError("--quantizers: only with --checkpoint (a model to encode and decode REF with)")
     pairs = references(ref)
     if degraded is not None:
-        measure = against(ref, degraded, downmix)
+        runs = [(None, against(ref, degraded, downmix))]
     else:
         codec = load_codec(checkpoint, device, threads, precision, compile, ema, chunk_seconds)
-        measure = through(lambda x: codec.round_trip(x, dtype=dtype, stream=stream, chunk_seconds=chunk_seconds),
-                          codec.sample_rate, codec.channels, downmix)
-    results = measure_all(pairs, measure, quiet)
+        counts = [codec.model.bottleneck.check_quantizers(quantizers)]
+        if quantizers is None and codec.discrete and codec.model.bottleneck.residual:
+            counts = list(range(1, codec.num_quantizers + 1))                 # every bit rate it decodes
+
+        def measure(n: Optional[int]):
+            return through(lambda x: codec.round_trip(x, dtype=dtype, stream=stream, chunk_seconds=chunk_seconds,
+                                                      quantizers=n if codec.discrete else None),
+                           codec.sample_rate, codec.channels, downmix)
+
+        runs = [((n, codec.bitrate(n)) if codec.discrete else None, measure(n)) for n in counts]
+    measured = [(rate, measure_all(pairs, measure, quiet)) for rate, measure in runs]
     if as_json:
-        typer.echo(json.dumps({"files": dict(results.rows), "mean": results.mean, "failed": results.failed},
-                              indent=2))
-    elif results.rows:
-        _print_table(results.rows, results.mean)
-    for message in results.failed.values():
+        out = [{"files": dict(r.rows), "mean": r.mean, "failed": r.failed,
+                **({"quantizers": rate[0], "kbit_s": rate[1] / 1000} if rate else {})} for rate, r in measured]
+        typer.echo(json.dumps(out[0] if len(out) == 1 and measured[0][0] is None else {"bitrates": out}, indent=2))
+    else:
+        for rate, results in measured:
+            if rate is not None:
+                typer.echo(f"{rate[0]} quantizer{'s' if rate[0] > 1 else ''}: {rate[1] / 1000:.2f} kbit/s")
+            if results.rows:
+                _print_table(results.rows, results.mean)
+    failed = measured[-1][1].failed
+    for message in failed.values():
         echo(f"lyra: error: {message}")
-    if results.failed:
-        raise LyraError(f"{len(results.failed)} of {len(pairs)} files failed; the others were measured")
+    if failed:
+        raise LyraError(f"{len(failed)} of {len(pairs)} files failed; the others were measured")
 
 
 def _print_table(rows: list[tuple[str, dict[str, float]]], mean: Optional[dict[str, float]]) -> None:

@@ -1,4 +1,4 @@
-"""Import commands: `lyra import stable-audio-tools SRC OUT.pt`."""
+"""Import commands: `lyra import stable-audio-tools SRC OUT.pt`, `lyra import descript-audio-codec SRC OUT.pt`."""
 
 from __future__ import annotations
 
@@ -46,7 +46,44 @@ def stable_audio_tools(
                f"final tanh {'on' if cfg.final_tanh else 'off'}; model {model_fingerprint(model)}")
 
 
+def descript_audio_codec(
+    src: Annotated[Path, typer.Argument(metavar="SRC", help="descript-audio-codec weights: the .pth that `dac download` fetches or DAC.save(path, package=False) writes (a bare state dict or .safetensors with --sample-rate).")],
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="The Lyra checkpoint to write (.pt).")],
+    sample_rate: Annotated[Optional[int], typer.Option("--sample-rate", help="The model's sample rate, for files without DAC's metadata (checked against it otherwise).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+) -> None:
+    """Convert a descript-audio-codec (DAC 1.0.0) model into a Lyra checkpoint with the rvq
+    bottleneck, that `lyra encode/decode/eval -c` and `lyra train --init-from` take.
+
+    Weight norm is folded into plain weights; every key must map, or nothing is written.
+    Nothing is downloaded: SRC is a file you have.
+
+    \b
+    Example:  lyra import descript-audio-codec weights_44khz_8kbps_0.0.1.pth dac-44khz.pt
+    """
+    from lyra.core.atomic import refuse_to_replace
+    from lyra.model.checkpoint import model_fingerprint, save_checkpoint
+    from lyra.model.importers.descript_audio_codec import bitrate, import_dac
+    from lyra.model.vae import build_model
+
+    if not force:
+        refuse_to_replace(out)
+    found = import_dac(src, sample_rate=sample_rate)
+    model = build_model(found.config)
+    model.load_state_dict(found.weights)
+    save_checkpoint(out, model)
+    n = sum(p.numel() for p in model.parameters())
+    cfg, rvq = found.config, found.config.options["rvq"]
+    snake = ("Lyra's snake (every alpha > 0)" if cfg.activation == "snake" else
+             f"dac_snake ({found.nonpositive_alphas} Snake alphas <= 0, which Lyra's snake cannot express)")
+    typer.echo(f"wrote {out}: descript-audio-codec model from {src}, {n:,} parameters, {found.folded} "
+               f"weight-normed convolutions folded; {cfg.channels} channel(s) at {cfg.sample_rate} Hz, hop "
+               f"{cfg.hop_length}, {rvq['num_quantizers']} codebooks of {rvq['codebook_size']} "
+               f"({bitrate(cfg) / 1000:.2f} kbit/s); activations: {snake}; model {model_fingerprint(model)}")
+
+
 def register(app: typer.Typer) -> None:
     group = LyraTyper(help="Import trained models from other toolkits.", no_args_is_help=True)
     group.command("stable-audio-tools")(stable_audio_tools)
+    group.command("descript-audio-codec")(descript_audio_codec)
     app.add_typer(group, name="import")

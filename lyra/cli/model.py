@@ -67,6 +67,7 @@ def export(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="Where to write the model (a .safetensors file).")],
     ema: Annotated[bool, typer.Option("--ema/--no-ema", help="Export the checkpoint's EMA weights when it has them (the default); --no-ema: its raw trained weights.")] = True,
     force: Annotated[bool, typer.Option("--force", help="Overwrite OUT if it exists.")] = False,
+    latent_stats: Annotated[Optional[Path], typer.Option("--latent-stats", help="Also carry these latent statistics (from pre-encoding or `lyra stats`, of this model's latents): `lyra.Codec.load` gives them back as codec.stats.")] = None,
 ) -> None:
     """Write a checkpoint's model as a weights-only safetensors file.
 
@@ -89,7 +90,12 @@ def export(
         raise LyraError(f"{out}: is the checkpoint being exported; give another output file")
     if not force:
         refuse_to_replace(out)
-    metadata = export_model(checkpoint, out, ema=ema)
+    stats = None
+    if latent_stats is not None:
+        from lyra.codec.statistics import LatentStats
+
+        stats = LatentStats.read(latent_stats).to_dict()
+    metadata = export_model(checkpoint, out, ema=ema, latent_stats=stats)
     header, _ = read_header(out)
     parameters = sum(math.prod(entry["shape"]) for entry in header.values())
     if metadata["weights"] == "ema":
@@ -99,7 +105,7 @@ def export(
     else:
         which = "trained weights (--no-ema)"
     typer.echo(f"wrote {out}: {parameters:,} parameters, {out.stat().st_size / 1e6:.1f} MB, "
-               f"model {metadata['fingerprint']}, {which}")
+               f"model {metadata['fingerprint']}, {which}" + (", with latent statistics" if "latent_stats" in metadata else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
     codec = Codec.load("model.pt", device="auto")          # model, fingerprint, precision, ...
     z = codec.encode(audio, sample_rate=48000)             # [C, T] float audio -> [D, F] latents
+                                                           #   (a discrete model: [Q, F] int64 codes)
     y = codec.decode(z, length=T)                          # [D, F] -> [C, T] at codec.sample_rate
     codec.encode_file("song.wav", "song.lyra", stream=True)
     codec.decode_file("song.lyra", "song.decoded.wav", original_rate=True)
@@ -12,7 +13,9 @@ forms of each operation: tensors (`encode`, `decode`, `round_trip`: the whole si
 memory, or through overlapping chunks with ``stream=True``), iterators (`encode_iter`,
 `decode_iter`: pieces of any length in constant memory) and files (`encode_file`,
 `decode_file`: `lyra.codec.files`). Streamed results equal whole-signal ones within float
-rounding; every error a caller can cause is a one-line `LyraError`. See docs/python-api.md.
+rounding; every error a caller can cause is a one-line `LyraError`. `normalize` and
+`denormalize` scale latents with `stats` (`lyra.codec.statistics.LatentStats`, set by hand or
+carried by an export). See docs/python-api.md and docs/latent-datasets.md.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import torch
 from lyra.audio.container import check_dtype
 from lyra.codec import files
 from lyra.codec.files import DecodedFile, EncodedFile, PathLike, ProgressCallback, check_decoded
-from lyra.codec.inference import decode_latents, encode_mean, model_device_dtype
+from lyra.codec.inference import decode_latents, encode_latents, model_device_dtype
 from lyra.core.limits import MAX_THREADS
 from lyra.core.errors import LyraError, kind_of
 
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
     from lyra.audio.container import Header
     from lyra.model.vae import VAE
     from lyra.codec.streaming import StreamingPlan
+    from lyra.codec.statistics import LatentStats
 
 __all__ = ["Codec", "DecodedFile", "EncodedFile", "ProgressCallback"]
 
@@ -61,6 +65,7 @@ class Codec:
         self.fingerprint: str = fingerprint
         self.precision, self.compiled = precision, compile
         self.checkpoint: Optional[Path] = None if checkpoint is None else Path(checkpoint)
+        self.stats: Optional[LatentStats] = None    # latent statistics: `normalize`, `denormalize`
 
     @classmethod
     def load(cls, checkpoint: PathLike, *, device: Union[str, torch.device] = "auto", precision: str = "fp32",
@@ -69,7 +74,7 @@ class Codec:
         with its EMA weights when it has them unless `ema` is False. `device` "auto" is CUDA
         when available; `precision` fp32, bf16 or fp16; `compile` runs `torch.compile` first.
         `threads` sets torch's CPU thread count, for the whole process."""
-        from lyra.model.checkpoint import load_model_and_fingerprint
+        from lyra.model.checkpoint import load_for_inference
         from lyra.codec.inference import precision_dtype, resolve_device
 
         if threads is not None:
@@ -78,8 +83,13 @@ class Codec:
             torch.set_num_threads(threads)
         dev = resolve_device(device)
         precision_dtype(precision)                 # a bad precision fails before the model loads
-        model, fingerprint = load_model_and_fingerprint(checkpoint, dev, ema=ema)
-        return cls(model, fingerprint, device=dev, precision=precision, compile=compile, checkpoint=checkpoint)
+        model, fingerprint, stats = load_for_inference(checkpoint, dev, ema=ema)
+        codec = cls(model, fingerprint, device=dev, precision=precision, compile=compile, checkpoint=checkpoint)
+        if stats is not None:                       # carried by `lyra export --latent-stats`
+            from lyra.codec.statistics import LatentStats
+
+            codec.stats = LatentStats.from_dict(stats, f"{checkpoint}: latent_stats")
+        return codec
 
     # -- what it is --------------------------------------------------------------------
     @property
@@ -102,6 +112,29 @@ class Codec:
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
+
+    @property
+    def discrete(self) -> bool:
+        """Whether the model's bottleneck gives integer codes (fsq, rvq) rather than float latents."""
+        return self.model.discrete
+
+    @property
+    def num_quantizers(self) -> int:
+        """Code rows per frame (all of them; a residual bottleneck also decodes fewer); 0: float latents."""
+        return self.model.bottleneck.num_quantizers
+
+    @property
+    def codebook_size(self) -> int:
+        """Codes are 0..codebook_size-1 (0: float latents)."""
+        return self.model.bottleneck.codebook_size
+
+    def bitrate(self, quantizers: Optional[int] = None) -> float:
+        """The codes' bit rate in bit/s with `quantizers` rows (default all): rows x
+        ceil(log2 codebook_size) bits per frame x the frame rate. Discrete models only."""
+        if not self.discrete:
+            raise LyraError("bitrate: this model stores float latents; their size depends on the .lyra dtype")
+        rows = self.model.bottleneck.check_quantizers(quantizers)
+        return rows * self.model.bottleneck.bits_per_code * self.sample_rate / self.hop_length
 
     @property
     def device(self) -> torch.device:
@@ -133,24 +166,28 @@ class Codec:
 
     # -- tensors -----------------------------------------------------------------------
     def encode(self, audio: torch.Tensor, *, sample_rate: Optional[int] = None, stream: bool = False,
-               chunk_seconds: float = 10.0) -> torch.Tensor:
+               chunk_seconds: float = 10.0, quantizers: Optional[int] = None) -> torch.Tensor:
         """Posterior means: [C, T] -> [D, ceil(T' / hop)], or [B, C, T] -> [B, D, F], float32
-        on the CPU (T' is T at the model's rate). The mean is deterministic: no sampling."""
+        on the CPU (T' is T at the model's rate). The mean is deterministic: no sampling.
+        A discrete model gives integer codes instead: [Q, F] (or [B, Q, F]) int64, Q =
+        `quantizers` (default all; fewer only for a residual bottleneck: a lower bit rate)."""
         x, batched = self._audio(audio, sample_rate)                     # [B, C, T] at the model's rate
+        self.model.bottleneck.check_quantizers(quantizers)
         if stream:
             frames = self.chunk_frames(chunk_seconds)
             from lyra.codec.streaming import encode_stream
 
-            z = torch.stack([torch.cat(list(encode_stream(self.model, [item], frames)), dim=-1)
-                             for item in x])                             # B x [D, F] -> [B, D, F]
+            z = torch.stack([torch.cat(list(encode_stream(self.model, [item], frames, quantizers)), dim=-1)
+                             for item in x])                             # B x [D|Q, F] -> [B, D|Q, F]
         else:
-            z = encode_mean(self.model, x)                               # [B, C, T] -> [B, D, F]
+            z = encode_latents(self.model, x, quantizers)                # [B, C, T] -> [B, D|Q, F]
         return z if batched else z[0]
 
     def decode(self, latents: torch.Tensor, length: Optional[int] = None, *, stream: bool = False,
                chunk_seconds: float = 10.0) -> torch.Tensor:
         """Audio at the model's rate: [D, F] -> [C, length], or [B, D, F] -> [B, C, length],
-        float32 on the CPU; `length` (samples, 1..F * hop) defaults to F * hop. Audio that is
+        float32 on the CPU (a discrete model: integer codes [Q, F] or [B, Q, F] in, Q up to
+        `num_quantizers`); `length` (samples, 1..F * hop) defaults to F * hop. Audio that is
         not finite (a model with damaged weights) is a `LyraError`, never returned."""
         z, batched = self._latents(latents, length)
         if stream:
@@ -165,27 +202,57 @@ class Codec:
         return y if batched else y[0]
 
     def round_trip(self, audio: torch.Tensor, *, sample_rate: Optional[int] = None, dtype: str = "float16",
-                   stream: bool = False, chunk_seconds: float = 10.0) -> torch.Tensor:
+                   stream: bool = False, chunk_seconds: float = 10.0, quantizers: Optional[int] = None) -> torch.Tensor:
         """Encode, store the latents as a `.lyra` file of `dtype` would, and decode: what
         ``lyra encode`` then ``lyra decode`` give, at the model's rate and channels, the
-        input's length: [C, T] -> [C, T'] (or batched)."""
+        input's length: [C, T] -> [C, T'] (or batched). A discrete model's codes are stored
+        exactly, `quantizers` rows of them (default all)."""
         from lyra.audio.container import stored
 
         check_dtype(dtype)
         x, batched = self._audio(audio, sample_rate)                     # [B, C, T]
-        z = self.encode(x, stream=stream, chunk_seconds=chunk_seconds)   # [B, D, F]
-        z = torch.stack([stored(item, dtype) for item in z])             # as a .lyra file holds them
+        z = self.encode(x, stream=stream, chunk_seconds=chunk_seconds, quantizers=quantizers)   # [B, D|Q, F]
+        if not self.discrete:                                            # codes are stored exactly
+            z = torch.stack([stored(item, dtype) for item in z])         # as a .lyra file holds them
         y = self.decode(z, x.shape[-1], stream=stream, chunk_seconds=chunk_seconds)   # [B, C, T]
         return y if batched else y[0]
 
+    # -- latent statistics -------------------------------------------------------------
+    def normalize(self, latents: torch.Tensor, stats: Union[LatentStats, PathLike, None] = None) -> torch.Tensor:
+        """(z - mean) / std per channel with `stats` (default: `self.stats`; a
+        `LatentStats` or a stats file's path): [D, F] or [B, D, F], same shape."""
+        return self._stats(stats).normalize(latents)
+
+    def denormalize(self, latents: torch.Tensor, stats: Union[LatentStats, PathLike, None] = None) -> torch.Tensor:
+        """z * std + mean per channel: what `decode` takes back from normalised latents
+        (a diffusion model's output)."""
+        return self._stats(stats).denormalize(latents)
+
+    def _stats(self, stats: Union[LatentStats, PathLike, None]) -> LatentStats:
+        from lyra.codec.statistics import LatentStats
+
+        if stats is None:
+            stats = self.stats
+        if stats is None:
+            raise LyraError("latent statistics: this codec has none; set codec.stats = LatentStats.read(PATH) "
+                            "(written beside a manifest, or by `lyra stats`), or pass stats=")
+        if not isinstance(stats, LatentStats):
+            stats = LatentStats.read(stats)
+        if stats.model_fingerprint != self.fingerprint:
+            raise LyraError(f"latent statistics: computed from model {stats.model_fingerprint}'s latents, but this "
+                            f"codec is model {self.fingerprint}")
+        return stats
+
     # -- iterators ---------------------------------------------------------------------
-    def encode_iter(self, blocks: Iterable[torch.Tensor], *, chunk_seconds: float = 10.0) -> Iterator[torch.Tensor]:
+    def encode_iter(self, blocks: Iterable[torch.Tensor], *, chunk_seconds: float = 10.0,
+                    quantizers: Optional[int] = None) -> Iterator[torch.Tensor]:
         """[C, n] audio blocks at the model's rate (any sizes; mono is duplicated) -> [D, f]
-        latent blocks, each yielded once determined; their concatenation equals `encode` of the
-        concatenated audio (within float rounding). Memory: one chunk, whatever the length."""
+        latent blocks (a discrete model: [Q, f] codes), each yielded once determined; their
+        concatenation equals `encode` of the concatenated audio (within float rounding; codes
+        identical). Memory: one chunk, whatever the length."""
         from lyra.codec.streaming import encode_stream
 
-        return encode_stream(self.model, self._checked_blocks(blocks), self.chunk_frames(chunk_seconds))
+        return encode_stream(self.model, self._checked_blocks(blocks), self.chunk_frames(chunk_seconds), quantizers)
 
     def decode_iter(self, latents: Iterable[torch.Tensor], length: Union[int, Callable[[], int], None] = None, *,
                     chunk_seconds: float = 10.0) -> Iterator[torch.Tensor]:
@@ -199,19 +266,20 @@ class Codec:
 
     # -- files -------------------------------------------------------------------------
     def encode_file(self, src: PathLike, dst: PathLike, *, stream: bool = False, chunk_seconds: float = 10.0,
-                    dtype: str = "float16", downmix: bool = False,
-                    progress: Optional[ProgressCallback] = None) -> EncodedFile:
+                    dtype: str = "float16", downmix: bool = False, progress: Optional[ProgressCallback] = None,
+                    quantizers: Optional[int] = None) -> EncodedFile:
         """Encode audio file `src` ("-": stdin) into the `.lyra` file `dst` ("-": stdout).
 
         Any rate and bit depth (resampled to the model's); mono is duplicated; more channels
         than the model's is an error unless `downmix` (their mean). `stream`: constant memory,
         in chunks of `chunk_seconds`; otherwise the whole file at once. `dtype`: latent storage
-        (float16, bfloat16, float32, int8). `dst` appears only when complete.
+        (float16, bfloat16, float32, int8); a discrete model stores its integer codes packed
+        instead, `quantizers` rows of them (default all). `dst` appears only when complete.
         """
         check_dtype(dtype)
         frames = self.chunk_frames(chunk_seconds)
         return files.encode_file(self.model, self.fingerprint, str(src), str(dst), frames=frames, stream=stream,
-                                 dtype=dtype, downmix=downmix, progress=progress)
+                                 dtype=dtype, downmix=downmix, progress=progress, quantizers=quantizers)
 
     def decode_file(self, src: PathLike, dst: PathLike, *, stream: bool = False, chunk_seconds: float = 10.0,
                     original_rate: bool = False, original_channels: bool = False, format: Optional[str] = None,
@@ -241,6 +309,15 @@ class Codec:
             raise LyraError(f"{name}: written by model {header.model_fingerprint}, but {model} is model "
                             f"{self.fingerprint}; decode with the checkpoint that encoded it")
         check_model(header, self.config, name, model)   # a header altered, its CRC redone
+        if header.codes:
+            b = self.model.bottleneck
+            if header.codebook_size != b.codebook_size:
+                raise LyraError(f"{name}: holds codes of a {header.codebook_size}-entry codebook; {model} has "
+                                f"{b.codebook_size} entries")
+            rows = header.num_quantizers
+            if rows > b.num_quantizers or (rows != b.num_quantizers and not b.residual):
+                raise LyraError(f"{name}: holds {rows} code rows per frame; {model} decodes "
+                                f"{'1..' if b.residual else ''}{b.num_quantizers}")
 
     # -- checks ------------------------------------------------------------------------
     def _audio(self, audio: torch.Tensor, sample_rate: Optional[int]) -> tuple[torch.Tensor, bool]:
@@ -265,7 +342,18 @@ class Codec:
         return x.expand(-1, self.channels, -1), audio.dim() == 3             # mono -> [B, channels, T']
 
     def _latents(self, latents: torch.Tensor, length: Optional[int]) -> tuple[torch.Tensor, bool]:
-        """[D, F] or [B, D, F] -> ([B, D, F], batched), with `length` checked against F."""
+        """[D, F] or [B, D, F] -> ([B, D, F], batched), with `length` checked against F (a
+        discrete model: integer codes [Q, F] or [B, Q, F])."""
+        if self.discrete:
+            if not isinstance(latents, torch.Tensor) or latents.dim() not in (2, 3) or latents.shape[-1] < 1:
+                raise LyraError(f"codes: expected an integer tensor [quantizers, frames] or [batch, quantizers, "
+                                f"frames], got {kind_of(latents)}")
+            codes = latents if latents.dim() == 3 else latents[None]
+            self.model.bottleneck.check_codes(codes)
+            full = codes.shape[-1] * self.hop_length
+            if length is not None and not 0 < length <= full:
+                raise LyraError(f"decode: length must be in 1..{full} for {codes.shape[-1]} frames, got {length}")
+            return codes, latents.dim() == 3
         if not isinstance(latents, torch.Tensor) or not latents.is_floating_point():
             raise LyraError(f"latents: expected a float tensor, got {kind_of(latents)}")
         if latents.dim() not in (2, 3) or latents.shape[-2] != self.latent_dim or latents.shape[-1] < 1:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable, Iterator, Optional, Union
 
 import torch
 
-from lyra.codec.inference import decode_latents, encode_mean
+from lyra.codec.inference import decode_latents, encode_latents
 from lyra.core.errors import LyraError
 
 if TYPE_CHECKING:
@@ -83,25 +83,31 @@ class DecodedFile:
 
 
 def encode_file(model: VAE, fingerprint: str, src: str, dst: str, *, frames: int, stream: bool, dtype: str,
-                downmix: bool, progress: Optional[ProgressCallback]) -> EncodedFile:
+                downmix: bool, progress: Optional[ProgressCallback], quantizers: Optional[int] = None) -> EncodedFile:
     """`Codec.encode_file` for `model` (of `fingerprint`), streamed in chunks of `frames`
-    latent frames; `dtype` already checked."""
+    latent frames; `dtype` already checked (a discrete model stores packed integer codes
+    instead, `quantizers` rows of them)."""
     from lyra.audio.channels import check_channels
-    from lyra.audio.container import Header, LatentWriter
+    from lyra.audio.container import CODES, Header, LatentWriter
     from lyra.audio.reading import conform, load_audio, open_audio
     from lyra.core.atomic import atomic_write
 
     cfg, report = model.config, _reporter(progress)
+    rows = model.bottleneck.check_quantizers(quantizers)   # before any work
 
     def header(source_rate: int, source_channels: int) -> Header:
-        return Header(cfg.sample_rate, cfg.channels, cfg.hop_length, cfg.latent_dim, dtype,
-                      fingerprint, source_rate, source_channels)
+        codes = {}
+        if model.discrete:
+            codes = dict(codebook_size=model.bottleneck.codebook_size, num_quantizers=rows)
+        return Header(cfg.sample_rate, cfg.channels, cfg.hop_length, cfg.latent_dim, CODES if model.discrete else dtype,
+                      fingerprint, source_rate, source_channels, bottleneck=cfg.bottleneck,
+                      bottleneck_options=dict(cfg.options.get(cfg.bottleneck, {})), **codes)
 
     if not stream:
         x, info = load_audio(src, cfg.sample_rate, cfg.channels, downmix)   # [C, T]
         seconds = x.shape[-1] / cfg.sample_rate
         report(0.0, seconds)
-        mean = encode_mean(model, x[None])[0]                            # [1, C, T] -> [D, F]
+        mean = encode_latents(model, x[None], quantizers)[0]             # [1, C, T] -> [D, F] (or codes [Q, F])
         report(seconds, seconds)
         h = header(info.sample_rate, info.channels)
         with atomic_write(dst) as f:
@@ -127,7 +133,7 @@ def encode_file(model: VAE, fingerprint: str, src: str, dst: str, *, frames: int
         report(0.0, total)
         with atomic_write(dst) as f:
             writer = LatentWriter(f, h, _label(dst))
-            for latents in encode_stream(model, counted(), frames):            # [D, f] each
+            for latents in encode_stream(model, counted(), frames, quantizers):   # [D, f] (or [Q, f]) each
                 writer.write(latents)
                 done = writer.frames * cfg.hop_length / cfg.sample_rate
                 report(done if total is None else min(done, total), total)
@@ -161,7 +167,7 @@ def decode_file(model: VAE, check_header: Callable[[Header, str], None], src: st
         channels = 1 if mono else h.channels
 
         if not stream:
-            z = reader.read_all()                                                # [D, F]
+            z = reader.read_all()                                                # [D, F] (or codes [Q, F])
             seconds = reader.trailer.num_samples / h.sample_rate
             report(0.0, seconds)
             audio = decode_latents(model, z[None], reader.trailer.num_samples)[0]   # [1, D, F] -> [C, T]
@@ -223,8 +229,6 @@ def _label(path: str) -> str:
 def _estimated_seconds(src: str, header: Header) -> Optional[float]:
     """Seconds of audio a regular `.lyra` file holds, from its size (chunk overheads make it a
     slight overestimate); None for a stream."""
-    from lyra.audio.container import frame_bytes
-
     if src == "-":
         return None
     try:
@@ -233,5 +237,5 @@ def _estimated_seconds(src: str, header: Header) -> Optional[float]:
         return None
     if not stat.S_ISREG(info.st_mode):
         return None
-    frames = info.st_size // frame_bytes(header.dtype, header.latent_dim)
+    frames = info.st_size * 8 // max(1, header.bits_per_frame)
     return frames * header.hop_length / header.sample_rate

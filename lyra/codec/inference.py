@@ -1,7 +1,8 @@
 """Getting a model ready to encode and decode (device, precision and compilation:
-`prepare_model`), and running it, in one place (`encode_mean`, `decode_latents`: any float
-input moved to the model's device and dtype, run under `torch.inference_mode`, float32 on the
-CPU out, whatever the model computes in).
+`prepare_model`), and running it, in one place (`encode_latents`, `encode_mean`,
+`decode_latents`: any input moved to the model's device and dtype, run under
+`torch.inference_mode`, float32 latents or int64 codes on the CPU out, whatever the model
+computes in).
 
     model = prepare_model(load_model("m.pt"), device="auto", precision="fp32", compile=True)
     mean = encode_mean(model, audio)             # [B, C, T] -> [B, D, ceil(T / hop)]
@@ -53,9 +54,23 @@ def encode_mean(model: VAE, audio: torch.Tensor) -> torch.Tensor:
     return mean.float().cpu()
 
 
-def decode_latents(model: VAE, latents: torch.Tensor, length: int | None = None) -> torch.Tensor:
-    """Audio from latents: [B, D, F] (any device, float) -> [B, C, length or F * hop] float32 on the CPU."""
+def encode_latents(model: VAE, audio: torch.Tensor, quantizers: int | None = None) -> torch.Tensor:
+    """What a .lyra file stores for `audio` [B, C, T] (any device, float): the posterior mean
+    [B, D, F] float32 (vae), or integer codes [B, Q, F] int64 (a discrete bottleneck; the first
+    `quantizers` rows of a residual one), on the CPU."""
     device, dtype = model_device_dtype(model)
     with torch.inference_mode():
-        audio = model.decode(latents.to(device=device, dtype=dtype), length)   # [B, D, F] -> [B, C, T]
+        stored = model.encode_latents(audio.to(device=device, dtype=dtype), quantizers)   # [B, C, T] -> [B, D|Q, F]
+    return stored.cpu() if model.discrete else stored.float().cpu()
+
+
+def decode_latents(model: VAE, latents: torch.Tensor, length: int | None = None) -> torch.Tensor:
+    """Audio from what `encode_latents` gives: [B, D, F] float latents, or [B, Q, F] integer codes
+    of a discrete model (any device) -> [B, C, length or F * hop] float32 on the CPU."""
+    device, dtype = model_device_dtype(model)
+    with torch.inference_mode():
+        if model.discrete:
+            audio = model.decode_latents(latents.to(device=device), length)      # [B, Q, F] -> [B, C, T]
+        else:
+            audio = model.decode(latents.to(device=device, dtype=dtype), length)   # [B, D, F] -> [B, C, T]
     return audio.float().cpu()

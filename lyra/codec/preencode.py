@@ -10,7 +10,10 @@ output (`lyra.codec.manifest`). Under torchrun each process encodes a share of t
 file that fails is one line naming it, after the others are written. The job tells the user
 how it goes through a `Report` (the command line prints it on standard error); it ends with a
 `LyraError` (one process) or `SystemExit(1)` on every rank (under torchrun, rank 0 saying
-why) when it fails. See docs/codec.md.
+why) when it fails. Beside a manifest file go the latents' statistics
+(`lyra.codec.statistics`: each file's moments, merged by rank 0 in the order of the outputs'
+paths, so the same bytes whoever encoded what); ``--batch-size`` and ``--sample`` go through
+`lyra.codec.batching`. See docs/codec.md and docs/latent-datasets.md.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from lyra.codec.group import Group
 from lyra.codec.manifest import check_manifest, record, write_manifest
 from lyra.codec.mirror import list_folder, refuse_special
 from lyra.codec.resume import Existing, check_output, remove_leftovers
+from lyra.codec.statistics import LatentStats, file_moments, merge_all, stats_path
 from lyra.core.durations import format_duration
 from lyra.core.errors import LyraError, os_error_line
 
@@ -61,6 +65,10 @@ class Job:
     force: bool = False              # encode every file again, replace anything at the outputs
     manifest: Optional[str] = None   # a path, or "-" for standard output
     quiet: bool = False              # no start line or summary (errors and warnings still)
+    batch_size: int = 1              # files of equal frame counts encoded together (`lyra.codec.batching`)
+    quantizers: Optional[int] = None  # a residual (rvq) model: the code rows stored (None: all)
+    sample: bool = False             # posterior samples, seeded per file by `seed`, instead of means
+    seed: int = 0
 
 
 class Report(Protocol):
@@ -93,10 +101,15 @@ def _load(job: Job, device: Union[str, torch.device]) -> Codec:
     codec = Codec.load(job.checkpoint, device=device, precision=job.precision, compile=job.compile,
                        ema=job.ema, threads=job.threads)
     codec.chunk_frames(job.chunk_seconds)       # a bad --chunk-seconds fails before any work
+    if job.sample or job.batch_size > 1:
+        from lyra.codec.batching import check_batching
+
+        check_batching(codec, job.sample)       # a model without a Gaussian posterior
     return codec
 
 
 def _run(job: Job, report: Report, group: Group) -> None:
+    check_options(job)
     codec = group.everywhere(lambda: _load(job, group.device_for(job.device)))
 
     def plan() -> tuple[list[tuple[Path, Path]], int, bool]:
@@ -109,9 +122,13 @@ def _run(job: Job, report: Report, group: Group) -> None:
     pairs, removed, show = group.on_main(plan)    # rank 0's listing, for every rank
     group.announce(0, 0.0)
 
+    # What a complete output holds: latents of the job's --dtype, or a discrete model's code rows.
+    stored = (("codes", str(codec.checkpoint), codec.model.bottleneck.check_quantizers(job.quantizers))
+              if codec.discrete else (job.dtype, str(codec.checkpoint)))
+
     def look() -> list[tuple[float, Existing]]:
         return [(probe_seconds(source), Existing("missing") if job.force else
-                 check_output(target, codec.fingerprint, codec.config, job.dtype, str(codec.checkpoint)))
+                 check_output(target, codec.fingerprint, codec.config, *stored))
                 for source, target in pairs[group.rank::group.world_size]]
 
     looked = group.everywhere(look, gather=True)
@@ -122,6 +139,11 @@ def _run(job: Job, report: Report, group: Group) -> None:
         more = f", and {len(foreign) - 1} more outputs in {job.out} cannot be resumed" if len(foreign) > 1 else ""
         group.fail([f"{foreign[0][0]}: {foreign[0][1]}{more} (pass --force to overwrite)"])
     done = {i: e.lengths for i, (_, e) in enumerate(facts) if e.kind == "complete"}
+    from lyra.codec.batching import check_posterior        # means and samples never mixed in OUT
+
+    problem = group.on_main(lambda: check_posterior(job.out, job.sample, job.seed, job.force, bool(done)))
+    if problem:
+        group.fail([problem])
     redo = sum(e.kind == "incomplete" for _, e in facts)
     todo = [i for i in range(len(pairs)) if i not in done]
     shares = [[todo[j] for j in share] for share in shard([seconds[i] for i in todo], group.world_size)]
@@ -132,16 +154,21 @@ def _run(job: Job, report: Report, group: Group) -> None:
     started = time.perf_counter()
     results: list[Outcome] = []
     with JobProgress(group, report, show, len(todo), sum(seconds[i] for i in todo)) as progress:
-        for i in mine:
+        if job.batch_size > 1 or job.sample:
+            _run_batches(job, codec, report, pairs, [(i, seconds[i]) for i in mine], results, progress)
+        for i in ([] if job.batch_size > 1 or job.sample else mine):
             source, target = pairs[i]
             try:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 written = codec.encode_file(str(source), str(target), stream=job.stream,
-                                            chunk_seconds=job.chunk_seconds, dtype=job.dtype, downmix=job.downmix)
+                                            chunk_seconds=job.chunk_seconds, dtype=job.dtype, downmix=job.downmix,
+                                            quantizers=job.quantizers)
                 if written.truncation:
                     report.line(written.truncation)   # the header promised more than the file holds
-                results.append((i, record(source, target, written.samples, written.header.sample_rate,
-                                          written.frames), None))
+                rec = record(source, target, written.samples, written.header.sample_rate, written.frames)
+                if written.header.dtype != "codes":         # the statistics: as stored, read back
+                    rec["moments"] = file_moments(target)[0]
+                results.append((i, rec, None))
             except LyraError as exc:
                 results.append((i, None, str(exc)))
             except OSError as exc:   # disk full, permissions, ...: still one line naming the file
@@ -159,11 +186,12 @@ def _run(job: Job, report: Report, group: Group) -> None:
             if error:
                 report.line(f"lyra: error: {error}")
         failed = sum(error is not None for _, _, error in outcomes)
-        records = [record(*pairs[i], *lengths) for i, lengths in done.items()]
+        records = [{**record(*pairs[i], *facts[i][1].lengths), "moments": facts[i][1].moments} for i in done]
         records += [rec for _, rec, _ in outcomes if rec is not None]
         try:
             if job.manifest is not None:
                 write_manifest(job.manifest, records)
+                write_job_stats(job, codec.fingerprint, records)
         except LyraError as exc:
             final = str(exc)
         except OSError as exc:
@@ -180,6 +208,56 @@ def _run(job: Job, report: Report, group: Group) -> None:
         return
     if group.gather(final)[0]:                   # every rank ends with rank 0's verdict
         raise SystemExit(1)
+
+
+def check_options(job: Job) -> None:
+    """Refuse, before any work, options that do not go together."""
+    if job.batch_size < 1:
+        raise LyraError(f"--batch-size: must be at least 1, got {job.batch_size}")
+    if job.stream and (job.batch_size > 1 or job.sample):
+        raise LyraError(f"--stream: encodes one file at a time, in chunks; it cannot be combined with "
+                        f"{'--sample' if job.sample else '--batch-size'}")
+
+
+def _run_batches(job: Job, codec: Codec, report: Report, pairs: list[tuple[Path, Path]],
+                 mine: list[tuple[int, float]], results: list[Outcome], progress: "JobProgress") -> None:
+    """This rank's files through `lyra.codec.batching` (--batch-size, --sample), into `results`."""
+    from lyra.codec.batching import Item, Written, encode_batches, file_seed
+
+    items = [Item(i, *pairs[i], seconds,
+                  file_seed(job.seed, pairs[i][1].relative_to(job.out).as_posix()) if job.sample else None)
+             for i, seconds in mine]
+    for item, outcome in encode_batches(codec, items, batch_size=job.batch_size, dtype=job.dtype,
+                                        downmix=job.downmix):
+        if isinstance(outcome, Written):
+            if outcome.truncation:
+                report.line(outcome.truncation)
+            rec = record(item.source, item.target, outcome.samples, codec.sample_rate, outcome.frames)
+            results.append((item.index, {**rec, "moments": outcome.moments}, None))
+        elif isinstance(outcome, LyraError):
+            results.append((item.index, None, str(outcome)))
+        elif isinstance(outcome, OSError):
+            results.append((item.index, None, os_error_line(outcome, item.target)))
+        elif isinstance(outcome, Exception):
+            results.append((item.index, None, _unexpected(item.source, outcome, report)))
+        else:
+            raise outcome                       # KeyboardInterrupt, SystemExit: the job's
+        progress.advance(item.seconds)
+
+
+def write_job_stats(job: Job, fingerprint: str, records: list[dict]) -> None:
+    """The latents' statistics beside a manifest file (`lyra.codec.statistics.stats_path`),
+    merged in the order of the outputs' paths; none for "-", a stream, or codes."""
+    from lyra.core.paths import file_kind
+
+    if job.manifest in (None, "-") or file_kind(job.manifest) == "stream":
+        return
+    ordered = sorted(records, key=lambda r: r["output"])
+    if not ordered or any(r.get("moments") is None for r in ordered):
+        return
+    total = merge_all(r["moments"] for r in ordered)
+    LatentStats.from_moments(total, files=len(ordered), model_fingerprint=fingerprint, dtype=job.dtype,
+                             posterior="sample" if job.sample else "mean").write(stats_path(job.manifest))
 
 
 def _start_line(out: str, todo: list[int], seconds: list[float], shares: list[list[int]], skipped: int,

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from lyra.audio.container import MAGIC, check_model, open_lyra
 from lyra.codec.mirror import special_kind
+from lyra.codec.statistics import Moments, moments_of
 from lyra.core.errors import LyraError
 
 if TYPE_CHECKING:
@@ -36,16 +37,19 @@ TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp$")
 class Existing:
     """What is at an output's path before the job: `kind` is missing, complete, incomplete or
     foreign (see the module doc); `reason` says why for the last two; a complete one carries
-    its lengths (num_samples, sample_rate, frames)."""
+    its lengths (num_samples, sample_rate, frames) and its latents' `Moments`."""
 
     kind: str
     reason: str = ""
     lengths: Optional[tuple[int, int, int]] = None
+    moments: Optional[Moments] = None
 
 
-def check_output(target: Path, fingerprint: str, config: ModelConfig, dtype: str, checkpoint: str) -> Existing:
+def check_output(target: Path, fingerprint: str, config: ModelConfig, dtype: str, checkpoint: str,
+                 rows: int | None = None) -> Existing:
     """What `target` holds for the model `fingerprint` (`config`, loaded from `checkpoint`)
-    and latents stored as `dtype`: see `Existing` and the module doc."""
+    and latents stored as `dtype` ("codes" for a discrete model, with `rows` code rows per
+    frame): see `Existing` and the module doc."""
     if target.is_symlink():
         return Existing("foreign", "already exists as a symbolic link")
     if not target.exists():
@@ -59,7 +63,7 @@ def check_output(target: Path, fingerprint: str, config: ModelConfig, dtype: str
         if not MAGIC.startswith(head):
             return Existing("foreign", "already exists and is not a .lyra file")
         with open_lyra(target) as reader:
-            reader.read_all()               # every chunk's CRC32 and place, the end marker
+            latents = reader.read_all()     # every chunk's CRC32 and place, the end marker
             header, trailer = reader.header, reader.trailer
     except LyraError as exc:
         return Existing("incomplete", str(exc))
@@ -69,12 +73,17 @@ def check_output(target: Path, fingerprint: str, config: ModelConfig, dtype: str
         return Existing("foreign", f"already exists, encoded by model {header.model_fingerprint}; "
                                    f"{checkpoint} is model {fingerprint}")
     if header.dtype != dtype:
-        return Existing("foreign", f"already exists, stored as {header.dtype}, not --dtype {dtype}")
+        wanted = "integer codes" if dtype == "codes" else f"--dtype {dtype}"
+        return Existing("foreign", f"already exists, stored as {header.dtype}, not {wanted}")
+    if rows is not None and header.num_quantizers != rows:
+        return Existing("foreign", f"already exists with {header.num_quantizers} code rows per frame, not "
+                                   f"--quantizers {rows}")
     try:
         check_model(header, config, str(target), checkpoint)   # a header altered, CRC redone
     except LyraError as exc:
         return Existing("incomplete", str(exc))
-    return Existing("complete", lengths=(trailer.num_samples, header.sample_rate, trailer.num_frames))
+    moments = None if header.dtype == "codes" else moments_of(latents)     # the job's statistics
+    return Existing("complete", lengths=(trailer.num_samples, header.sample_rate, trailer.num_frames), moments=moments)
 
 
 def remove_leftovers(pairs: Sequence[tuple[Path, Path]]) -> int:

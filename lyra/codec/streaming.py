@@ -31,7 +31,7 @@ from torch.nn.utils.weight_norm import WeightNorm
 
 from lyra import registry
 from lyra.core.errors import LyraError
-from lyra.codec.inference import encode_mean, model_device_dtype
+from lyra.codec.inference import encode_latents, model_device_dtype
 from lyra.model.vae import VAE, Decoder, Encoder
 from lyra.audio.overlap import Context, OverlapStream, crop_stream, run_stream
 
@@ -248,13 +248,17 @@ def decoder_context(model: VAE) -> Context:
 # ---------------------------------------------------------------------------------------
 # The codec
 # ---------------------------------------------------------------------------------------
-def encode_stream(model: VAE, blocks: Iterable[torch.Tensor], chunk_frames: int) -> Iterator[torch.Tensor]:
-    """Posterior means, chunk by chunk: [C, n] audio blocks -> [D, f] latent blocks.
+def encode_stream(model: VAE, blocks: Iterable[torch.Tensor], chunk_frames: int,
+                  quantizers: int | None = None) -> Iterator[torch.Tensor]:
+    """What a .lyra file stores, chunk by chunk: [C, n] audio blocks -> [D, f] posterior means
+    (vae), or [Q, f] int64 codes (a discrete bottleneck, which acts on each frame alone).
 
-    The concatenated output equals ``model.encode(whole)[0][0]`` (ceil(T / hop) frames).
+    The concatenated output equals ``model.encode_latents(whole, quantizers)[0]`` (ceil(T / hop) frames).
     """
+    model.bottleneck.check_quantizers(quantizers)
+
     def encode(segment: torch.Tensor, keep: slice) -> torch.Tensor:
-        return encode_mean(model, segment[None])[0, :, keep]          # [C, n] -> [D, kept frames]
+        return encode_latents(model, segment[None], quantizers)[0, :, keep]   # [C, n] -> [D|Q, kept frames]
 
     stream = OverlapStream(encode, model.hop_length, encoder_context(model), chunk_frames)
     return run_stream(stream, blocks)
@@ -262,15 +266,26 @@ def encode_stream(model: VAE, blocks: Iterable[torch.Tensor], chunk_frames: int)
 
 def decode_stream(model: VAE, latents: Iterable[torch.Tensor], chunk_frames: int,
                   length: int | Callable[[], int] | None = None) -> Iterator[torch.Tensor]:
-    """Audio, chunk by chunk: [D, f] latent blocks -> [C, n] audio blocks.
+    """Audio, chunk by chunk: [D, f] latent blocks (or [Q, f] integer codes of a discrete
+    model) -> [C, n] audio blocks.
 
-    The concatenated output equals ``model.decode(whole, length)[0]``. `length` (samples,
+    The concatenated output equals ``model.decode_latents(whole, length)[0]``. `length` (samples,
     default: frames * hop) may be a callable, asked once the latents are exhausted: a streamed
     `.lyra` file records its length only at its end.
     """
+    if model.discrete:   # codes -> their vectors, block by block (the bottleneck acts on each frame alone)
+        latents = (codes_to_latents(model, codes) for codes in latents)
     decoder = StagedDecoder(model)
     stream = OverlapStream(decoder, 1, decoder.context, chunk_frames)
     return crop_stream(run_stream(stream, latents), length, slack=model.hop_length)
+
+
+def codes_to_latents(model: VAE, codes: torch.Tensor) -> torch.Tensor:
+    """[Q, f] integer codes -> [D, f] float32 latents on the CPU (what the decoder takes)."""
+    device, _ = model_device_dtype(model)
+    with torch.inference_mode():
+        model.bottleneck.check_codes(codes[None])
+        return model.bottleneck.decode(codes[None].to(device))[0].float().cpu()   # [1, Q, f] -> [D, f]
 
 
 class StagedDecoder:

@@ -21,7 +21,7 @@ from lyra.model.config import ModelConfig
 from lyra.registry import ComponentError
 
 
-COMPONENT_KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block")  # the config keys naming one
+COMPONENT_KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block", "bottleneck")  # the config keys naming one
 
 
 def check_components(cfg: ModelConfig) -> None:

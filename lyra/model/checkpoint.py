@@ -125,6 +125,14 @@ def load_model_and_fingerprint(path: str | Path, device: str | torch.device = "c
                                ema: bool = True) -> tuple[VAE, str]:
     """`load_model`, and the fingerprint of the weights it loaded: the one stored in the
     checkpoint or export when it has it (saved since fingerprints were stored), else computed."""
+    model, fingerprint, _ = load_for_inference(path, device, ema)
+    return model, fingerprint
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu",
+                       ema: bool = True) -> tuple[VAE, str, Any]:
+    """`load_model_and_fingerprint`, and the latent statistics the file carries (its
+    ``"latent_stats"`` table, unchecked: `lyra.codec.statistics` reads it), or None."""
     state = read_checkpoint(path)
     model = model_from_state(state, str(path), ema=ema).to(device).eval()
     which = "ema" if ema and "ema" in state else "model"
@@ -132,7 +140,7 @@ def load_model_and_fingerprint(path: str | Path, device: str | torch.device = "c
     fingerprint = stored.get(which) if isinstance(stored, dict) else None
     if not isinstance(fingerprint, str):
         fingerprint = model_fingerprint(model)
-    return model, fingerprint
+    return model, fingerprint, state.get("latent_stats")
 
 
 def stored_fingerprints(config: ModelConfig, weights: dict[str, torch.Tensor],
@@ -163,7 +171,8 @@ def weights_fingerprint(config: ModelConfig, weights: dict[str, torch.Tensor]) -
 # Model options added after the first release, hashed only when set to something else than
 # their default, so models written before they existed keep their fingerprints (and the
 # .lyra files those models wrote still decode).
-LATER_OPTIONS = ("posterior", "decoder_in_kernel", "decoder_out_bias", "final_tanh", "options")
+LATER_OPTIONS = ("posterior", "decoder_in_kernel", "decoder_out_bias", "final_tanh", "options", "bottleneck",
+                 "decoder_base_channels")
 
 
 def fingerprint_config(config: ModelConfig) -> dict[str, Any]:

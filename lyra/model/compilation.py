@@ -1,7 +1,8 @@
 """How Lyra compiles a model: stage by stage, each stage with a code object of its own.
 
-The unit of compilation is the *stage*: every encoder and decoder block, and the output
-activation of the encoder and of the decoder (the decoder's runs at the full sample rate).
+The unit of compilation is the *stage*: every encoder and decoder block, the output
+activation of the encoder and of the decoder (the decoder's runs at the full sample rate), and
+a bottleneck with weights (its training pass: fsq's projections, rvq's codebooks).
 Everything the stages leave out is a single convolution, which inductor would call as an
 external kernel anyway, so compiling the whole encoder in one graph fuses nothing more (the two
 run equally fast: `tools/compile_ab.py`, BENCHMARKS.md); and stages are what the streaming
@@ -43,6 +44,8 @@ def stages(model: nn.Module) -> dict[str, nn.Module]:
     """The units `compile_model` compiles, by their path in the model, in the order data flows."""
     names = [f"encoder.blocks.{i}" for i in range(len(model.encoder.blocks))] + ["encoder.act_out"]
     names += [f"decoder.blocks.{i}" for i in range(len(model.decoder.blocks))] + ["decoder.act_out"]
+    if next(model.bottleneck.parameters(), None) is not None:   # fsq/rvq projections, codebooks (vae: none)
+        names.insert(names.index("decoder.blocks.0"), "bottleneck")
     return {name: model.get_submodule(name) for name in names}
 
 

@@ -26,13 +26,16 @@ class ModelConfig:
     """The VAE: widths, strides and the registry names of its parts.
 
     Encoder block i maps ``base_channels * ([1] + c_mults)[i]`` channels to
-    ``base_channels * c_mults[i]`` and divides time by ``strides[i]``; the decoder mirrors it.
+    ``base_channels * c_mults[i]`` and divides time by ``strides[i]``; the decoder mirrors it
+    (at ``decoder_base_channels`` instead of ``base_channels`` when that is set).
     The hop (samples per latent frame) is the product of the strides.
     """
 
     sample_rate: int = help_field(44100, "audio sample rate (Hz)")
     channels: int = help_field(2, "audio channels (2: stereo)")
     base_channels: int = help_field(128, "width of the first encoder stage")
+    decoder_base_channels: int = help_field(
+        0, "width of the last decoder stage, the others x c_mults (0: base_channels, the encoder's mirror)")
     latent_dim: int = help_field(64, "latent channels")
     c_mults: tuple[int, ...] = help_field((1, 2, 4, 8, 16),
                                           "width multipliers of the encoder blocks (x base_channels)")
@@ -52,6 +55,9 @@ class ModelConfig:
     residual_unit: str = "residual_unit"
     encoder_block: str = "encoder_block"
     decoder_block: str = "decoder_block"
+    bottleneck: str = help_field(
+        "vae", "the registered bottleneck: \"vae\" (Gaussian posterior), \"fsq\" or \"rvq\" (integer codes); "
+        "its options go in [model.options.NAME]")
     # ``{"aa_snake": {"aa_taps": 25}}`` is the TOML table ``[model.options.aa_snake]``, checked
     # against that factory when the model is built. (Added after the first release:
     # `lyra.model.checkpoint.LATER_OPTIONS` keeps it out of older models' fingerprints.)
@@ -104,12 +110,14 @@ class ModelConfig:
         checked (`from_toml`, and the run config's [model]); a stored model's config is checked
         against its weights instead (`lyra.model.checkpoint`)."""
         w = [self.base_channels * m for m in (1, *self.c_mults)]   # stage widths
+        d = [(self.decoder_base_channels or self.base_channels) * m for m in (1, *self.c_mults)]   # the decoder's
         k = self.residual_kernel_size
         parts = {   # residual units (encoder and decoder), down/upsampling, latent projections
             "base_channels/c_mults/dilations/residual_kernel_size":
-                sum(2 * len(self.dilations) * w[i] ** 2 * (k + 1) for i in range(len(self.strides))),
-            "base_channels/c_mults/strides": sum(4 * w[i] * w[i + 1] * s for i, s in enumerate(self.strides)),
-            "latent_dim/decoder_in_kernel": w[-1] * self.latent_dim * (6 + self.decoder_in_kernel),
+                sum(len(self.dilations) * (w[i] ** 2 + d[i] ** 2) * (k + 1) for i in range(len(self.strides))),
+            "base_channels/c_mults/strides": sum(2 * (w[i] * w[i + 1] + d[i] * d[i + 1]) * s
+                                                 for i, s in enumerate(self.strides)),
+            "latent_dim/decoder_in_kernel": (w[-1] * 6 + d[-1] * self.decoder_in_kernel) * self.latent_dim,
         }
         total = sum(parts.values())
         if total > MAX_WEIGHTS:
@@ -130,6 +138,9 @@ class ModelConfig:
             bad = [v for v in values if not isinstance(v, int) or isinstance(v, bool) or v <= 0]
             if bad:
                 raise LyraError(f"{key}: every entry must be a positive integer, got {bad[0]!r}")
+        if self.decoder_base_channels < 0:
+            raise LyraError(f"decoder_base_channels: must be positive, or 0 for base_channels, got "
+                            f"{self.decoder_base_channels}")
         if min(self.strides) < 2:
             raise LyraError(f"strides: every stride must be at least 2, got {min(self.strides)}")
         if len(self.c_mults) != len(self.strides):
@@ -146,7 +157,7 @@ class ModelConfig:
             raise LyraError(f"logvar_clamp: must be a finite number, got {self.logvar_clamp}")
         if self.logvar_clamp <= 0:
             raise LyraError(f"logvar_clamp: must be positive, got {self.logvar_clamp}")
-        for key in ("activation", "residual_unit", "encoder_block", "decoder_block"):
+        for key in ("activation", "residual_unit", "encoder_block", "decoder_block", "bottleneck"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
                 raise LyraError(f"{key}: must be a component name")
         if not isinstance(self.options, dict):
@@ -156,5 +167,9 @@ class ModelConfig:
                 raise LyraError(f"options: {name!r} is not a component name")
             if not isinstance(table, dict) or not all(isinstance(k, str) for k in table):
                 raise LyraError(f"options.{name}: expected a table of option names and values")
+        vae = self.options.get("vae", {}) if isinstance(self.options.get("vae"), dict) else {}
+        for key in ("posterior", "logvar_clamp"):
+            if key in vae:
+                raise LyraError(f"options.vae: set '{key}' as model.{key}, not in [model.options.vae]")
         if not isinstance(self.block_options, dict):
             raise LyraError(f"block_options: expected a table")

@@ -12,16 +12,21 @@ import json
 from pathlib import Path
 
 from lyra.core.atomic import atomic_path
+from lyra.core.errors import LyraError
 from lyra.core.version import version
 from lyra.model.checkpoint import read_checkpoint, weights_fingerprint
 from lyra.model.export_format import FORMAT, FORMAT_VERSION
 from lyra.model.stored_model import check_loadable, component_providers, weights_checksum
 
 
-def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True) -> dict[str, str]:
+def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True,
+                 latent_stats: dict | None = None) -> dict[str, str]:
     """Write the model `checkpoint` stands for to `out` (atomically) as a weights-only
     safetensors file: its EMA weights when it has them and `ema`, else its trained weights.
-    Returns the metadata written (see `lyra.model.export_format`)."""
+    `latent_stats` (`lyra.codec.statistics.LatentStats.to_dict`, of this model's latents; by
+    default the checkpoint's own, if it has them for these weights) go in the metadata, so
+    `lyra.Codec.load` gives them back. Returns the metadata written (see
+    `lyra.model.export_format`)."""
     from safetensors.torch import save_file
 
     source = str(checkpoint)
@@ -40,6 +45,12 @@ def export_model(checkpoint: str | Path, out: str | Path, ema: bool = True) -> d
         "providers": json.dumps(state.get("providers") or component_providers(config), sort_keys=True),
         "lyra_version": version(),
     }
+    stats = latent_stats if latent_stats is not None else state.get("latent_stats")
+    if isinstance(stats, dict) and stats.get("model_fingerprint") == fingerprint:
+        metadata["latent_stats"] = json.dumps(stats, sort_keys=True)
+    elif latent_stats is not None:
+        raise LyraError(f"--latent-stats: computed from model {stats.get('model_fingerprint')}'s latents, but "
+                        f"{source} exports model {fingerprint}")
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in weights.items()}
     metadata["checksum"] = weights_checksum(tensors)   # verified on load: a damaged file is found
     with atomic_path(out, suffix=".tmp") as tmp:

@@ -155,6 +155,8 @@ def read_export(path: str | Path) -> dict[str, Any]:
         "providers": providers,
         "fingerprints": {"model": fingerprint},
         "export_weights": metadata["weights"],
+        **({"latent_stats": _json_table(metadata["latent_stats"], "latent_stats", path)}
+           if "latent_stats" in metadata else {}),     # `lyra export --latent-stats`
     }
 
 

@@ -4,8 +4,11 @@ Shapes for the default model (hop = 2*4*4*8*8 = 2048), T a multiple of the hop:
 
     encode  [B, 2, T] -> Conv1d(2, 128, 7)                    -> [B, 128, T]
             -> EncoderBlock(s=2) ... EncoderBlock(s=8)          -> [B, 2048, T/2048]
-            -> Snake -> Conv1d(2048, 128, 3) -> split           -> mean, logvar [B, 64, T/2048]
-    decode  [B, 64, F] -> Conv1d(64, 2048, 3)                   -> [B, 2048, F]
+            -> Snake -> Conv1d(2048, H, 3)                      -> h [B, H, T/2048]
+            -> bottleneck: vae (H = 128) split                  -> mean, logvar [B, 64, T/2048]
+                           fsq/rvq (H = 64)                     -> codes [B, Q, T/2048] (int64)
+    decode  [B, 64, F] (vae: the latent; fsq/rvq: the codes' vectors)
+            -> Conv1d(64, 2048, 3)                              -> [B, 2048, F]
             -> DecoderBlock(s=8) ... DecoderBlock(s=2)          -> [B, 128, F*2048]
             -> Snake -> Conv1d(128, 2, 7) [-> tanh]             -> [B, 2, F*2048]
 
@@ -28,23 +31,21 @@ import math
 from typing import Any
 
 import torch
-from einops import rearrange
 from torch import nn
 from torch.nn import functional as F
 
 from lyra import registry
 from lyra.core.errors import LyraError
 from lyra.core.toml import from_dict
+from lyra.model.bottlenecks.bottleneck import Bottleneck, Quantized, bottleneck_facts
+from lyra.model.bottlenecks.gaussian import Gaussian
 from lyra.model.build_checks import check_components, check_shapes, create_component
 from lyra.model.compilation import compile_model
 from lyra.model.config import ModelConfig
 
 
-SOFTPLUS_FLOOR = 1e-4  # the smallest sigma of the "softplus" posterior
-
-
 class Encoder(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, head_channels: int) -> None:
         super().__init__()
         widths = [cfg.base_channels * m for m in (1, *cfg.c_mults)]
         opts = _block_kwargs(cfg)
@@ -56,19 +57,20 @@ class Encoder(nn.Module):
             for c_in, c_out, s in zip(widths[:-1], widths[1:], cfg.strides)
         )
         self.act_out = create_component(cfg, "activation", cfg.activation, channels=widths[-1], **cfg.block_options)
-        self.conv_out = nn.Conv1d(widths[-1], 2 * cfg.latent_dim, 3, padding=1)
+        self.conv_out = nn.Conv1d(widths[-1], head_channels, 3, padding=1)   # the bottleneck's in_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)                      # [B, C, T] -> [B, W0, T]
         for block in self.blocks:
             x = block(x)                         # [B, Wi, T'] -> [B, Wi+1, T'/s]
-        return self.conv_out(self.act_out(x))    # [B, Wn, F] -> [B, 2D, F]
+        return self.conv_out(self.act_out(x))    # [B, Wn, F] -> [B, H, F] (vae: H = 2D)
 
 
 class Decoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        widths = [cfg.base_channels * m for m in (1, *cfg.c_mults)][::-1]
+        base = cfg.decoder_base_channels or cfg.base_channels   # 0: the encoder's mirror
+        widths = [base * m for m in (1, *cfg.c_mults)][::-1]
         opts = _block_kwargs(cfg)
         self.widths, self.strides = widths, tuple(reversed(cfg.strides))   # for `check_shapes`
         k = cfg.decoder_in_kernel
@@ -90,15 +92,21 @@ class Decoder(nn.Module):
 
 
 class VAE(nn.Module):
-    """Encoder + decoder + the Gaussian posterior. See the module docstring for shapes."""
+    """Encoder + bottleneck + decoder. See the module docstring for shapes.
+
+    The name is historical: the bottleneck is a component (`lyra.model.bottlenecks`), the
+    Gaussian posterior (``vae``) by default, or integer codes (``fsq``, ``rvq``, plugins).
+    """
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or ModelConfig()
         check_components(cfg)
         with registry.component_options(cfg.options) as built:
-            self.encoder = Encoder(cfg)
+            bottleneck = build_bottleneck(cfg)
+            self.encoder = Encoder(cfg, bottleneck.in_channels)
             self.decoder = Decoder(cfg)
+            self.bottleneck = bottleneck        # after the two: the default model's weights keep their order
         unused = [name for name in cfg.options if name not in built]
         if unused:
             raise LyraError(f"model.options.{unused[0]}: this model builds no component named '{unused[0]}' "
@@ -109,16 +117,17 @@ class VAE(nn.Module):
     def hop_length(self) -> int:
         return self.config.hop_length
 
+    @property
+    def discrete(self) -> bool:
+        """Whether files store integer codes (an fsq/rvq bottleneck) rather than float latents."""
+        return self.bottleneck.discrete
+
     def num_frames(self, length: int) -> int:
         """Latent frames for `length` input samples: ceil(length / hop)."""
         return math.ceil(length / self.hop_length)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """[B, C, T] audio -> posterior (mean, logvar), each [B, D, ceil(T / hop)].
-
-        The log-variance is the encoder's clamped output, or log((softplus(s) + 1e-4)^2)
-        with ``posterior = "softplus"``; either way `sample` and the KL term read it alike.
-        """
+    def encode_features(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, T] audio -> the encoder head's output [B, H, ceil(T / hop)], what the bottleneck takes."""
         if x.dim() != 3 or x.shape[1] != self.config.channels:
             raise LyraError(
                 f"encode expects audio of shape [batch, {self.config.channels}, time], got {list(x.shape)}"
@@ -127,12 +136,33 @@ class VAE(nn.Module):
             raise LyraError("encode needs at least one sample")
         pad = self.num_frames(x.shape[-1]) * self.hop_length - x.shape[-1]
         x = F.pad(x, (0, pad))                   # [B, C, T] -> [B, C, F*hop]
-        h = self.encoder(x)                      # [B, C, F*hop] -> [B, 2D, F]
-        mean, spread = rearrange(h, "b (two d) f -> two b d f", two=2)  # [B, 2D, F] -> 2 x [B, D, F]
-        if self.config.posterior == "softplus":  # stable-audio-tools: sigma = softplus(s) + 1e-4
-            return mean, 2 * torch.log(F.softplus(spread) + SOFTPLUS_FLOOR)
-        clamp = self.config.logvar_clamp
-        return mean, spread.clamp(-clamp, clamp)
+        return self.encoder(x)                   # [B, C, F*hop] -> [B, H, F]
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, C, T] audio -> posterior (mean, logvar), each [B, D, ceil(T / hop)] (the ``vae``
+        bottleneck only; `encode_latents` works for every bottleneck).
+
+        The log-variance is the encoder's clamped output, or log((softplus(s) + 1e-4)^2)
+        with ``posterior = "softplus"``; either way `sample` and the KL term read it alike.
+        """
+        if not isinstance(self.bottleneck, Gaussian):
+            raise LyraError(f"encode gives a Gaussian posterior; this model's bottleneck is "
+                            f"'{self.config.bottleneck}': use encode_latents")
+        return self.bottleneck.posterior_of(self.encode_features(x))   # [B, 2D, F] -> 2 x [B, D, F]
+
+    def encode_latents(self, x: torch.Tensor, quantizers: int | None = None) -> torch.Tensor:
+        """[B, C, T] audio -> what a .lyra file stores: the posterior mean [B, D, F] (vae), or
+        integer codes [B, Q, F] (discrete; the first `quantizers` rows of a residual one)."""
+        return self.bottleneck.encode(self.encode_features(x), quantizers)
+
+    def decode_latents(self, stored: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """What `encode_latents` gives (float latents or integer codes) -> [B, C, length] audio."""
+        if self.discrete:
+            self.bottleneck.check_codes(stored)
+            z = self.bottleneck.decode(stored)   # [B, Q, F] int64 -> [B, D, F]
+        else:
+            z = self.bottleneck.decode(stored)
+        return self.decode(z, length)
 
     def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """[B, D, F] latent -> [B, C, length] audio (default length: F * hop)."""
@@ -152,8 +182,17 @@ class VAE(nn.Module):
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         return mean + torch.exp(0.5 * logvar) * eps
 
+    def reconstruct(self, x: torch.Tensor, noise: torch.Tensor | None = None) -> tuple[torch.Tensor, Quantized]:
+        """The training pass of any bottleneck: (reconstruction [B, C, T], the bottleneck's
+        `Quantized`), with the bottleneck's per-example `noise` (None: deterministic)."""
+        out = self.bottleneck(self.encode_features(x), noise)   # [B, C, T] -> [B, H, F] -> z [B, D, F]
+        return self.decode(out.z, x.shape[-1]), out
+
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """Training pass: (reconstruction [B, C, T], mean, logvar)."""
+        """Training pass. The ``vae`` bottleneck: (reconstruction [B, C, T], mean, logvar), a
+        posterior draw from `generator`; others: (reconstruction, `Quantized`), as `reconstruct`."""
+        if not isinstance(self.bottleneck, Gaussian):
+            return self.reconstruct(x)
         mean, logvar = self.encode(x)
         z = self.sample(mean, logvar, generator)
         return self.decode(z, x.shape[-1]), mean, logvar
@@ -165,6 +204,18 @@ class VAE(nn.Module):
         ``backend``, ``fullgraph`` (default True: a graph break is an error).
         """
         return compile_model(self, **options)
+
+
+def build_bottleneck(cfg: ModelConfig) -> Bottleneck:
+    """The config's bottleneck, checked against the contract (`lyra.model.bottlenecks.bottleneck`).
+    The ``vae`` bottleneck takes its options from the model config's own keys."""
+    own = dict(posterior=cfg.posterior, logvar_clamp=cfg.logvar_clamp) if cfg.bottleneck == "vae" else {}
+    built = create_component(cfg, "bottleneck", cfg.bottleneck, latent_dim=cfg.latent_dim, **own)
+    problem = bottleneck_facts(built)
+    if problem:
+        found = registry.component("bottleneck", cfg.bottleneck)
+        raise LyraError(f"model.bottleneck: {found.label} {problem}")
+    return built
 
 
 def _block_kwargs(cfg: ModelConfig) -> dict[str, Any]:

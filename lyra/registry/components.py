@@ -17,12 +17,12 @@ from torch import nn
 
 from lyra.core.errors import LyraError
 
-KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block", "discriminator")
+KINDS = ("activation", "residual_unit", "encoder_block", "decoder_block", "bottleneck", "discriminator")
 BUILTIN_PROVIDER = "lyra"
 _TAG = "_lyra_components"  # attribute `tag` sets on the modules `create` builds
 
 # The keyword arguments Lyra passes to each kind's factory (the constructor signatures are in
-# `lyra.model.blocks` and `lyra.model.discriminators`). Any other keyword parameter a factory
+# `lyra.model.blocks`, `lyra.model.bottlenecks` and `lyra.model.discriminators`). Any other keyword parameter a factory
 # names is an option of that component.
 ARGUMENTS: dict[str, tuple[str, ...]] = {
     "activation": ("channels",),
@@ -31,6 +31,7 @@ ARGUMENTS: dict[str, tuple[str, ...]] = {
                       "residual_unit"),
     "decoder_block": ("in_channels", "out_channels", "stride", "dilations", "kernel_size", "activation",
                       "residual_unit"),
+    "bottleneck": ("latent_dim",),
     "discriminator": ("channels", "sample_rate"),
 }
 

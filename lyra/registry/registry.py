@@ -24,7 +24,8 @@ from lyra.registry.options import with_options
 from lyra.registry.discovery import AUTOLOAD_ENV, Plugin, autoload_disabled, load_entry_points, module_provider
 
 # The built-in components register themselves the way a plugin does, on the first lookup.
-BUILTIN_MODULES = ("lyra.model.blocks", "lyra.model.discriminators")
+BUILTIN_MODULES = ("lyra.model.blocks", "lyra.model.dac_snake", "lyra.model.bottlenecks.gaussian",
+                   "lyra.model.bottlenecks.fsq", "lyra.model.bottlenecks.rvq", "lyra.model.discriminators")
 
 
 @dataclass

@@ -145,6 +145,8 @@ class LossConfig:
     kl_anneal: float = _field(5.0, "length of the KL warm-up, in kl_anneal_unit (0: none)")
     kl_anneal_unit: Literal["epochs", "steps"] = _field("epochs", "unit of kl_anneal: epochs or (optimizer) steps")
     kl_anneal_shape: Literal["linear", "cosine"] = _field("linear", "shape of the KL warm-up: linear or cosine")
+    commitment_weight: float = _field(0.25, "weight of a discrete bottleneck's commitment term (descript-audio-codec's)")
+    codebook_weight: float = _field(1.0, "weight of an rvq bottleneck's codebook term (codebook_update = \"loss\")")
 
     def __post_init__(self) -> None:
         for key in ("fft_sizes", "hop_sizes", "win_lengths"):
@@ -160,7 +162,8 @@ class LossConfig:
                 raise LyraError(f"win_lengths: need 0 < window <= FFT size and hop > 0, got FFT {n_fft}, hop {hop}, window {win}")
         if max(self.fft_sizes) > MAX_FFT_SIZE:
             raise LyraError(f"fft_sizes: every FFT size must be at most {MAX_FFT_SIZE}, got {max(self.fft_sizes)}")
-        _non_negative(self, "w_sc", "w_log_mag", "w_waveform", "n_mels", "kl_weight", "kl_floor", "kl_anneal")
+        _non_negative(self, "w_sc", "w_log_mag", "w_waveform", "n_mels", "kl_weight", "kl_floor", "kl_anneal",
+                      "commitment_weight", "codebook_weight")
         bins = min(self.fft_sizes) // 2 + 1   # a mel filterbank is [n_mels, bins] per FFT size
         if self.n_mels > min(bins, MAX_MEL_BANDS):
             raise LyraError(f"n_mels: {self.n_mels} mel bands are more than "

@@ -29,6 +29,7 @@ from lyra.core.devices import precision_dtype
 from lyra.core.errors import LyraError
 from lyra.core.progress import Progress
 from lyra.train.checkpointing import CheckpointStore
+from lyra.train.codebook_init import initialize_codebooks
 from lyra.train.config import TrainConfig
 from lyra.train.data import (CropDataset, CropSpec, EpochBatchSampler, Warn, check_data_dirs, print_warning,
                              seed_worker, validation_set)
@@ -124,6 +125,8 @@ class Trainer:
         # Loss (its settings can still fail: mel bands), then the model and optimizer.
         self.loss = ReconstructionLoss(cfg, self.device)
         self.model = build_generator(cfg, self.start, self.device, init, init_from, saved)
+        if saved is None:   # a fresh run: data-driven codebooks (rvq init = "kmeans"), the same on every process
+            initialize_codebooks(self.model, self.dataset, self.device, cfg.data.batch_size)
         del init
         self.dtype = precision_dtype(cfg.runtime.precision, self.device, key="runtime.precision")
         self.optimizer = build_optimizer(self.model, cfg)

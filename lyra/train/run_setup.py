@@ -12,8 +12,9 @@ init-checkpoint`, an imported one) or another run's training checkpoint, of whic
 weights are taken. The config's [model] must describe CKPT's model (else a one-line error names
 the first differing key); a config without a [model] table takes CKPT's
 (`model_in_config=False`). `freeze_encoder` sets requires_grad=False on every encoder parameter
-and leaves them out of the optimizer (and so of DDP's gradient buckets and of weight decay):
-the posterior, and so the latent space, stays fixed; the KL term is still computed and logged
+and leaves them out of the optimizer (and so of DDP's gradient buckets and of weight decay),
+and on the bottleneck's too (an rvq's codebooks, whose EMA updates stop as well): the posterior
+or the codes, and so the latent space, stay fixed; the KL term is still computed and logged
 but has no gradient; the reconstruction loss trains the decoder. How the run began is saved in
 every checkpoint (`lyra.train.state.RunStart`), so `--resume` continues it exactly without
 either flag; `--resume` with `init_from` is an error.
@@ -136,6 +137,8 @@ def build_generator(cfg: TrainConfig, start: RunStart, device: torch.device, ini
     model.to(device)
     if start.freeze_encoder:   # before DDP and the optimizer, which take trainable parameters only
         model.encoder.requires_grad_(False)
+        model.bottleneck.requires_grad_(False)   # codebooks too: a discrete model's codes keep their meaning
+        model.bottleneck.frozen = True           # and no EMA update (`lyra.train.steps`)
     if cfg.runtime.activation_checkpointing:
         checkpoint_residual_units(model)
     if cfg.runtime.compile:

@@ -3,9 +3,10 @@
     lr = schedule(step); kl_w = anneal(step or epoch); adversarial = step >= adversarial.start_step
     for each of grad_accum micro-batches:                  (DDP syncs gradients on the last)
         audio [B, C, T], noise seeds [B] <- data order      (pure functions of the batch index)
-        with autocast: recon, mean, logvar = VAE pass with per-example noise
+        with autocast: recon, q = model pass with the bottleneck's per-example randomness
         loss = STFT(recon, audio) [+ w * L1(recon, audio)] [+ mel_w * mel(recon, audio)]
-               + kl_w * KL(mean, logvar)                    (in fp32; lyra.train.losses)
+               + the bottleneck's terms: kl_w * KL (vae), or commitment_w * commitment
+                 [+ codebook_w * codebook] (fsq/rvq)        (in fp32; lyra.train.losses)
         if adversarial (lyra.train.discriminator_training):
             real, fake = discriminators([audio; recon])     (one pass over both halves)
             d_loss -> backward into the discriminators only
@@ -13,10 +14,13 @@
         backward(loss / grad_accum) into the generator      (scaled by a GradScaler for fp16;
                                                              or through EnCodec's balancer)
     (grad_accum > 1: a stop request before a micro-batch undoes the step so far: `_Undo`)
-    all processes agree on: mean losses, any non-finite value, any stop request
+    all processes agree on: mean losses, any non-finite value, any stop request, and the
+        bottleneck's statistics (code counts: summed over micro-batches and processes)
     non-finite -> skip the step (logged; `max_nonfinite` in a row stops the run)
     else unscale, clip the gradient norms, AdamW steps (generator, and discriminators);
          a step a GradScaler skips (fp16 overflow) is logged as skipped and counted as non-finite
+    bottleneck.update(statistics)                           (EMA codebooks, dead codes, usage: the
+                                                             same on every process)
     EMA of the generator's weights (optional) <- the new weights
 
 Every loss term travels by name (`TERMS`, the metrics.jsonl keys), never by position.
@@ -36,13 +40,13 @@ from torch import nn
 from lyra.core import distributed
 from lyra.core.errors import LyraError
 from lyra.core.progress import Progress
+from lyra.model.bottlenecks.bottleneck import usage_metrics
 from lyra.model.vae import VAE
 from lyra.train.config import TrainConfig
 from lyra.train.data import CropSpec
 from lyra.train.discriminator_training import Adversary
 from lyra.train.ema import EMA
-from lyra.train.forward import posterior_noise
-from lyra.train.losses.kl import kl_divergence, kl_weight
+from lyra.train.losses.kl import kl_weight
 from lyra.train.losses.reconstruction import ReconstructionLoss, ReconstructionTerms
 from lyra.train.metrics_log import MetricsLog
 from lyra.train.schedule import learning_rate
@@ -55,14 +59,17 @@ class Term:
 
     key: str
     adversarial_only: bool = False
+    bottleneck_term: bool = False   # logged only when the model's bottleneck returns it (its TERMS)
 
 
 # The one definition of the loss terms a step logs, in metrics.jsonl's order. A micro-batch
 # returns its terms keyed by these (one it lacks counts 0); each is summed over the
 # micro-batches, then averaged over them and the processes. A new term: a `Term` here, and
 # `_micro_step` returning it under its key.
-TERMS = (Term("loss"), Term("sc"), Term("log_mag"), Term("waveform"), Term("kl"), Term("mel", True),
+TERMS = (Term("loss"), Term("sc"), Term("log_mag"), Term("waveform"), Term("kl", bottleneck_term=True),
+         Term("commitment", bottleneck_term=True), Term("codebook", bottleneck_term=True), Term("mel", True),
          Term("adversarial", True), Term("feature_matching", True), Term("d_loss", True))
+BOTTLENECK_TERMS = tuple(t.key for t in TERMS if t.bottleneck_term)   # the terms a bottleneck may return
 _KEYS = frozenset(t.key for t in TERMS)
 
 
@@ -99,6 +106,12 @@ class TrainingStep:
         self.spec = spec
         self.batches_per_epoch = batches_per_epoch
         self.position = position
+        self.bottleneck = model.bottleneck
+        unknown = [key for key in self.bottleneck.TERMS if key not in BOTTLENECK_TERMS]
+        if unknown:
+            raise LyraError(f"model.bottleneck: '{cfg.model.bottleneck}' returns the loss term '{unknown[0]}'; "
+                            f"a bottleneck's terms are {', '.join(BOTTLENECK_TERMS)} (each weighted in [loss])")
+        self.logged = tuple(t for t in TERMS if not t.bottleneck_term or t.key in self.bottleneck.TERMS)
 
     def epoch(self) -> float:
         """Epochs done (fractional), counting micro-batches."""
@@ -126,16 +139,17 @@ class TrainingStep:
             group["lr"] = lr
         adversary = self.adversary if self.adversary is not None and self.adversary.active(pos.step) else None
         d_lr = adversary.set_lr(pos.step) if adversary is not None else None
-        kl_w = self.kl_weight()
+        weights = self.term_weights()
         frames = self.model.num_frames(self.spec.length)
         totals = torch.zeros(len(TERMS), dtype=torch.float64)   # summed over micro-batches
+        code_stats: dict[str, torch.Tensor] = {}                 # the bottleneck's, summed likewise
         for micro in range(accum):
             if undo is not None and self._stop_agreed(stop_requested):
                 undo.restore()
                 return None, True
             audio, seeds = next(batches)
             pos.batches += 1
-            noise = posterior_noise(seeds, cfg.model.latent_dim, frames)
+            noise = self.bottleneck.noise(seeds, frames)
             audio = audio.to(self.device, non_blocking=True)
             noise = noise.to(self.device, non_blocking=True)
             sync = micro == accum - 1 or not hasattr(self.forward, "no_sync")
@@ -144,8 +158,11 @@ class TrainingStep:
                     contexts.enter_context(self.forward.no_sync())
                 if adversary is not None:
                     contexts.enter_context(adversary.no_sync(sync))
-                terms = self._micro_step(audio, noise, kl_w, accum, adversary)
+                terms, micro_stats = self._micro_step(audio, noise, weights, accum, adversary)
             totals += term_vector(terms)
+            for key, value in micro_stats.items():
+                value = value.detach().double().cpu()
+                code_stats[key] = code_stats[key] + value if key in code_stats else value
 
         # One collective: mean losses over micro-batches and processes, non-finite and stop flags.
         flags = torch.tensor([0.0 if torch.isfinite(totals).all() else 1.0, float(bool(stop_requested))], dtype=torch.float64)
@@ -153,6 +170,7 @@ class TrainingStep:
         n = len(TERMS)
         means = dict(zip((t.key for t in TERMS), reduced[:n] / (accum * self.ctx.world_size)))
         nonfinite = bool(reduced[n] > 0)
+        code_stats = {key: distributed.all_sum(self.ctx, value) for key, value in sorted(code_stats.items())}
         grad_norm = d_grad_norm = math.nan
         if not nonfinite:
             grad_norm = _unscale_and_clip(self.scaler, self.optimizer, self.params, cfg.optim.grad_clip)
@@ -175,13 +193,19 @@ class TrainingStep:
         if self.adversary is not None:
             self.adversary.optimizer.zero_grad(set_to_none=True)
         pos.step += 1
+        with torch.no_grad():   # EMA codebooks, dead codes: after the step, identically on every process
+            usage = {}
+            if code_stats and not skipped:   # a frozen bottleneck (--freeze-encoder) only reports its usage
+                usage = (usage_metrics(code_stats["counts"]) if "counts" in code_stats else {}) if \
+                    self.bottleneck.frozen else self.bottleneck.update(code_stats, pos.step)
         if self.ema is not None and not skipped:
             self.ema.update(pos.step)
         seconds = accum * self.ctx.world_size * cfg.data.batch_size * self.spec.length / self.spec.sample_rate
         pos.audio_seconds += seconds
-        values = {t.key: float(means[t.key]) for t in TERMS if not t.adversarial_only or self.adversary is not None}
+        values = {t.key: float(means[t.key]) for t in self.logged
+                  if not t.adversarial_only or self.adversary is not None}
         stats = {
-            **values, "kl_weight": kl_w, "lr": lr, "grad_norm": grad_norm, "epoch": self.epoch(),
+            **values, **usage, **({"kl_weight": weights["kl"]} if "kl" in self.bottleneck.TERMS else {}), "lr": lr, "grad_norm": grad_norm, "epoch": self.epoch(),
             "audio_s_per_s": seconds / (time.perf_counter() - started), "skipped": skipped,
         }
         if self.adversary is not None:   # before start_step: no discriminator step (d_lr 0, not skipped)
@@ -194,23 +218,30 @@ class TrainingStep:
         flag = torch.tensor([float(bool(stop_requested))], dtype=torch.float64)
         return bool(distributed.all_sum(self.ctx, flag)[0] > 0)
 
-    def _micro_step(self, audio: torch.Tensor, noise: torch.Tensor, kl_w: float, accum: int,
-                    adversary: Adversary | None) -> dict[str, torch.Tensor]:
-        """Forward and backward of one micro-batch; its loss terms (weighted) by `TERMS` key."""
+    def term_weights(self) -> dict[str, float]:
+        """The weight of each loss term a bottleneck may return, at this step."""
+        lc = self.cfg.loss
+        return {"kl": self.kl_weight(), "commitment": lc.commitment_weight, "codebook": lc.codebook_weight}
+
+    def _micro_step(self, audio: torch.Tensor, noise: torch.Tensor, weights: dict[str, float], accum: int,
+                    adversary: Adversary | None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Forward and backward of one micro-batch: its loss terms (weighted) by `TERMS` key,
+        and the bottleneck's statistics."""
         autocast = torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
         with autocast:
-            recon, mean, logvar = self.forward(audio, noise)
+            recon, q = self.forward(audio, noise)
         recon = recon.float()                                      # losses in fp32, outside autocast
         raw = self.loss.terms(recon, audio)
         rec = self.loss.weighted(raw)
-        kl = kl_divergence(mean, logvar)
-        loss = rec.total() + kl_w * kl
+        code_terms = {key: value.float() for key, value in q.terms.items()}   # unweighted, by TERMS key
+        bottleneck_loss = sum((weights[key] * value for key, value in code_terms.items()), torch.zeros((), device=recon.device))
+        loss = rec.total() + bottleneck_loss
         if adversary is None:
             if self.adversary is None:
                 self.scaler.scale(loss / accum).backward()
             else:   # adversarial training not started yet: reconstruction only (and the balancer)
-                self._generator_backward(loss, raw, {}, recon, kl_w * kl, accum)
-            return {"loss": loss, **rec.by_name(), "kl": kl}
+                self._generator_backward(loss, raw, {}, recon, bottleneck_loss, accum)
+            return {"loss": loss, **rec.by_name(), **code_terms}, q.stats
 
         a = adversary.cfg
         with autocast:
@@ -221,22 +252,22 @@ class TrainingStep:
         torch.autograd.backward(adversary.scaler.scale(adv.d_loss / accum), inputs=adversary.params, retain_graph=True)
         loss = loss + g_adv + fm
         self._generator_backward(loss, raw, {"adversarial": adv.adversarial, "feature_matching": adv.feature_matching},
-                                 recon, kl_w * kl, accum)
-        return {"loss": loss, **rec.by_name(), "kl": kl, "adversarial": g_adv, "feature_matching": fm,
-                "d_loss": adv.d_loss}
+                                 recon, bottleneck_loss, accum)
+        return ({"loss": loss, **rec.by_name(), **code_terms, "adversarial": g_adv, "feature_matching": fm,
+                 "d_loss": adv.d_loss}, q.stats)
 
     def _generator_backward(self, loss: torch.Tensor, raw: ReconstructionTerms, adversarial: dict[str, torch.Tensor],
-                            recon: torch.Tensor, kl_term: torch.Tensor, accum: int) -> None:
+                            recon: torch.Tensor, bottleneck_loss: torch.Tensor, accum: int) -> None:
         """Gradients into the generator only: of `loss`, or, with the balancer, of the
         unweighted terms it has a weight for (`raw`, and the `adversarial` ones by balancer
-        name) balanced at `recon`, plus the KL term unbalanced."""
+        name) balanced at `recon`, plus the bottleneck's weighted terms unbalanced."""
         balancer = self.adversary.balancer if self.adversary is not None else None
         if balancer is None:
             torch.autograd.backward(self.scaler.scale(loss / accum), inputs=self.params)
             return
         parts = {"stft": raw.sc + raw.log_mag, "waveform": raw.waveform, "mel": raw.mel, **adversarial}
         parts = {k: v for k, v in parts.items() if k in balancer.weights}
-        other = kl_term if kl_term.requires_grad else None
+        other = bottleneck_loss if bottleneck_loss.requires_grad else None
         balancer.backward(parts, recon, other=other, scale=self.scaler.get_scale() / accum)
 
     # -- after the step ------------------------------------------------------------------
@@ -252,10 +283,14 @@ class TrainingStep:
                 which = "step skipped" if stats["skipped"] else "the discriminators' step skipped"
                 progress.log(f"step {step}: non-finite loss or gradients, {which} "
                              f"({self.position.nonfinite_run} in a row)")
-            losses = {"loss": stats["loss"], "sc": stats["sc"], "mag": stats["log_mag"], "kl": stats["kl"]}
+            losses = {"loss": stats["loss"], "sc": stats["sc"], "mag": stats["log_mag"]}
+            if "kl" in stats:                             # the vae bottleneck
+                losses.update(kl=stats["kl"], kl_w=stats["kl_weight"])
+            if "commitment" in stats:                     # a discrete bottleneck
+                losses["commit"] = stats["commitment"]
             if "d_loss" in stats:                         # adversarial training
                 losses["d_loss"] = stats["d_loss"]
-            progress.update(completed=step, **losses, kl_w=stats["kl_weight"], lr=stats["lr"])
+            progress.update(completed=step, **losses, lr=stats["lr"])
             if not progress.enabled and (step % cfg.logging.log_every == 0 or step == cfg.optim.max_steps):
                 progress.log(progress.line())            # not on a terminal: a plain line now and then
         if self.position.nonfinite_run >= cfg.runtime.max_nonfinite:

@@ -26,7 +26,6 @@ from lyra.pictures.spectrogram import pixel_image, spectrogram_picture
 from lyra.train.config import BEST_METRICS, TrainConfig
 from lyra.train.data import CropSpec
 from lyra.train.ema import EMA
-from lyra.train.losses.kl import kl_divergence
 from lyra.train.losses.reconstruction import ReconstructionLoss
 from lyra.train.metrics_log import MetricsLog, load_records
 
@@ -87,7 +86,8 @@ class Validation:
         reconstructions (at least `logging.val_audio`, on the CPU)."""
         self.model.eval()
         batch = self.cfg.data.batch_size
-        keys = ("loss", "sc", "log_mag", "waveform", "kl", "si_sdr", "mel_distance", "stft_distance")
+        keys = ("loss", "sc", "log_mag", "waveform", *self.model.bottleneck.TERMS, "si_sdr", "mel_distance",
+                "stft_distance")
         if self.loss.mel is not None:
             keys += ("mel",)
         sums = dict.fromkeys(keys, 0.0)
@@ -95,8 +95,8 @@ class Validation:
         for i in range(0, len(self.clips), batch):
             audio = self.clips[i:i + batch].to(self.device)
             with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
-                mean, logvar = self.model.encode(audio)              # [B, C, T] -> 2 x [B, D, F]
-                recon = self.model.decode(mean, audio.shape[-1])     # [B, D, F] -> [B, C, T]
+                recon, q = self.model.reconstruct(audio)             # [B, C, T] -> z [B, D, F] -> [B, C, T]
+                                                                     # (vae: z = the posterior mean)
             recon = recon.float()
             rec = self.loss.weighted(self.loss.terms(recon, audio))
             n = audio.shape[0]
@@ -104,7 +104,8 @@ class Validation:
             for key, value in rec.by_name().items():
                 if key in sums:                                      # mel: only with its loss
                     sums[key] += float(value) * n
-            sums["kl"] += float(kl_divergence(mean, logvar)) * n
+            for key, value in q.terms.items():                     # the bottleneck's: kl, or commitment...
+                sums[key] += float(value) * n
             sums["si_sdr"] += float(si_sdr(audio, recon).sum())
             sums["mel_distance"] += float(mel_distance(audio, recon, self.spec.sample_rate).sum())
             sums["stft_distance"] += float(stft_distance(audio, recon).sum())

@@ -42,14 +42,11 @@ from lyra.core.errors import LyraError, first_line, kind_of
 from lyra.core.limits import MAX_SAMPLE_RATE
 from lyra.core.toml import read_config_bytes
 from lyra.model.config import ModelConfig
-from lyra.model.stored_model import check_finite
+from lyra.model.importers.foreign_weights import check_tensors, fold_weight_norm, match_names  # noqa: F401  (re-exported)
 
 # Where the VAE sits in each kind of file, most specific first.
 PREFIXES = ("pretransform.model.", "autoencoder.", "")
 _RESIDUAL_UNITS = 3          # Oobleck's blocks: dilations 1, 3, 9, kernel 7
-_WEIGHT_NORM = {"weight_g": ("weight", 0), "weight_v": ("weight", 1),
-                "parametrizations.weight.original0": ("weight", 0),
-                "parametrizations.weight.original1": ("weight", 1)}
 
 
 @dataclass
@@ -149,70 +146,6 @@ def _choose_prefix(names: list[str], prefix: str | None, src: Path) -> str:
     hint = f"; encoders found under {', '.join(repr(p) for p in found)} (pass --prefix)" if found else ""
     raise LyraError(f"{src}: no stable-audio-tools Oobleck VAE found (looked under "
                     f"{', '.join(repr(p) for p in PREFIXES)}){hint}")
-
-
-def check_tensors(raw: dict[str, torch.Tensor], src: Path | str) -> None:
-    """Every tensor read is a dense, non-empty, finite floating-point array (named as in the file)."""
-    for name, tensor in raw.items():
-        if tensor.layout != torch.strided or not tensor.is_floating_point():
-            raise LyraError(f"{src}: {name} is a {str(tensor.dtype).removeprefix('torch.')} tensor, "
-                            f"not a dense floating-point weight")
-        if tensor.numel() == 0:
-            raise LyraError(f"{src}: {name} is empty (shape {list(tensor.shape)}); not a trained weight")
-    check_finite(raw, str(src), "tensor")
-
-
-# ---------------------------------------------------------------------------------------
-# Weight norm
-# ---------------------------------------------------------------------------------------
-def fold_weight_norm(raw: dict[str, torch.Tensor], src: Path | str,
-                     prefix: str = "") -> tuple[dict[str, torch.Tensor], int]:
-    """Replace each (magnitude g, direction v) pair by the weight g * v / ||v|| it stands for.
-
-    ``torch._weight_norm(v, g, 0)`` is what both of torch's weight-norm APIs compute in the
-    forward, so the folded weights are exactly the ones stable-audio-tools convolves with. Its
-    operands are checked first (a convolution's [out, in, kernel] direction, a [out, 1, 1]
-    magnitude, no all-zero direction: 0/0), and what it gives must be finite. Errors name the
-    file's keys (`prefix` + the key in `raw`).
-    """
-    out: dict[str, torch.Tensor] = {}
-    pairs: dict[str, list[tuple[str, torch.Tensor] | None]] = {}
-    for name, tensor in raw.items():
-        for suffix, (plain, index) in _WEIGHT_NORM.items():
-            if name.endswith("." + suffix):
-                pairs.setdefault(name[: -len(suffix)] + plain, [None, None])[index] = (prefix + name, tensor)
-                break
-        else:
-            out[name] = tensor.float()
-    for name, (g, v) in pairs.items():
-        if g is None or v is None:
-            raise LyraError(f"{src}: {name} has half a weight norm (magnitude and direction must both be stored)")
-        if name in out:
-            raise LyraError(f"{src}: {name} is stored both plain and weight-normed")
-        out[name] = _fold(g, v, src)
-    return out, len(pairs)
-
-
-def _fold(g: tuple[str, torch.Tensor], v: tuple[str, torch.Tensor], src: Path | str) -> torch.Tensor:
-    """g * v / ||v|| (norms over all but dim 0) for one convolution, its operands checked first."""
-    (g_name, g), (v_name, v) = g, v
-    if v.dim() != 3 or 0 in v.shape:
-        raise LyraError(f"{src}: {v_name} is {list(v.shape)}: conv weights of the wrong rank (a weight-normed "
-                        f"convolution's direction is [out, in, kernel])")
-    if tuple(g.shape) != (v.shape[0], 1, 1):
-        raise LyraError(f"{src}: {g_name} is {list(g.shape)}; the magnitude of the {list(v.shape)} direction "
-                        f"{v_name} is [{v.shape[0]}, 1, 1]")
-    v, g = v.float(), g.float()
-    if v.device.type == "meta":   # shapes only (a model's layout, checked without its weights)
-        return torch._weight_norm(v, g, 0)
-    zero = (v.flatten(1).abs().amax(dim=1) == 0).nonzero()   # [out, in * kernel] -> the all-zero rows
-    if len(zero):
-        raise LyraError(f"{src}: {v_name} is all zero for output channel {zero[0].item()}: weight norm's "
-                        f"g * v / ||v|| is 0/0 there")
-    weight = torch._weight_norm(v, g, 0)
-    if not torch.isfinite(weight).all():   # ||v|| underflowing to 0, or g * v overflowing
-        raise LyraError(f"{src}: folding the weight norm of {v_name} and {g_name} gives non-finite weights")
-    return weight
 
 
 # ---------------------------------------------------------------------------------------
@@ -415,22 +348,10 @@ _LEAVES = {"log_alpha": "alpha", "log_beta": "beta", "weight": "weight", "bias":
 def map_weights(weights: dict[str, torch.Tensor], config: ModelConfig, source: str) -> dict[str, torch.Tensor]:
     """Lyra's state dict from the folded stable-audio-tools weights: every key maps, or an error."""
     from lyra.model.stored_model import check_weights
-    from lyra.model.vae import build_model
 
-    with torch.device("meta"):
-        expected = list(build_model(config).state_dict())
-    paths = key_map(config)
-    wanted = {name: f"{paths[name.rsplit('.', 1)[0]]}.{_LEAVES[name.rsplit('.', 1)[1]]}" for name in expected}
-    left = sorted(set(weights) - set(wanted.values()))
-    if left:
-        more = f" and {len(left) - 1} more" if len(left) > 1 else ""
-        raise LyraError(f"{source}: cannot map {left[0]}{more} to Lyra's Oobleck model "
-                        "(anti-aliased activations, nearest-neighbour upsampling and other variants are not supported)")
-    missing = [(name, sat) for name, sat in wanted.items() if sat not in weights]
-    if missing:
-        name, sat = missing[0]
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise LyraError(f"{source}: no {sat} (for Lyra's {name}){more}; not the Oobleck layout Lyra imports")
+    wanted = match_names(config, key_map(config), _LEAVES, weights, source,
+                         model="Oobleck model (anti-aliased activations, nearest-neighbour upsampling and other "
+                               "variants are not supported)", layout="the Oobleck layout Lyra imports")
     out = {name: weights[sat] for name, sat in wanted.items()}
     check_weights(config, out, source)     # every shape, against the model the config builds
     return out

@@ -1,4 +1,5 @@
-"""The KL term of the VAE's loss and its annealing schedule."""
+"""The KL term of the VAE's loss (`kl_divergence`, computed by the ``vae`` bottleneck) and its
+annealing schedule."""
 
 from __future__ import annotations
 
@@ -8,12 +9,7 @@ from typing import Literal
 import torch
 
 from lyra.core.errors import LyraError
-
-
-def kl_divergence(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, 1)), averaged over every element (not summed)."""
-    mean, logvar = mean.float(), logvar.float()
-    return -0.5 * torch.mean(1 + logvar - mean.square() - logvar.exp())
+from lyra.model.bottlenecks.gaussian import kl_divergence  # noqa: F401 (the KL term's home)
 
 
 def kl_weight(progress: float, target: float, duration: float, floor: float = 0.0,
