@@ -12,7 +12,7 @@ The module-level functions below act on the process-wide `REGISTRY`. What a comp
 (`components`), option scopes (`options`), plugin discovery (`discovery`) and the `Registry`
 class (`registry`) each have a module. The contract for plugin authors is docs/plugins.md.
 
-May import: `lyra.core` and torch. The built-ins (`lyra.model.blocks`,
+May import: `lyra.core` and torch. The built-ins (`lyra.model.blocks`, `lyra.model.bottlenecks`,
 `lyra.model.discriminators`) register themselves; they are imported by name on the first
 lookup, never by an import statement. See docs/architecture.md.
 """
