@@ -129,3 +129,22 @@ def test_a_plugin_term_without_a_weight_is_refused_before_training(site, tmp_pat
                                         r"bottleneck's terms are kl, commitment, codebook"):
         engine.train(tiny_config(tmp_path, model={**SMALL, "bottleneck": "ternary"}, optim={"max_steps": 1}))
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_a_bottleneck_with_more_codes_than_a_lyra_file_holds_is_refused_at_build():
+    from lyra.model.bottlenecks.bottleneck import Bottleneck
+
+    class Wide(Bottleneck):
+        discrete = True
+
+        def __init__(self, latent_dim, rows=1025, size=16):
+            super().__init__()
+            self.in_channels = self.latent_dim = latent_dim
+            self.num_quantizers, self.codebook_size = rows, size
+
+    registry.register("bottleneck", "wide", Wide)
+    for options, message in (({}, r"its num_quantizers must be at most 1024, got 1025"),
+                             ({"rows": 4, "size": 2**24 + 1}, r"its codebook_size must be in 2\.\.16777216, got 16777217")):
+        with pytest.raises(LyraError, match=r"^model\.bottleneck: bottleneck 'wide' .*" + message):
+            build_model(ModelConfig(**SMALL, bottleneck="wide", options={"wide": options}))
+    assert build_model(ModelConfig(**SMALL, bottleneck="wide", options={"wide": {"rows": 1024}})).bottleneck.num_quantizers == 1024

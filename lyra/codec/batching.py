@@ -75,8 +75,8 @@ def file_seed(seed: int, relative: str) -> int:
 def check_batching(codec: Codec, sample: bool) -> None:
     """Refuse --sample, and --batch-size, for a model without a Gaussian posterior (fsq, rvq,
     ...): batches here are of float latents (one file at a time encodes integer codes)."""
-    name = getattr(codec.config, "bottleneck", "vae")
-    if getattr(codec.model, "discrete", False) or name != "vae":
+    name = codec.config.bottleneck
+    if name != "vae":
         if sample:
             raise LyraError(f"--sample: draws from the Gaussian posterior of the vae bottleneck; this model's "
                             f"bottleneck is '{name}'")
@@ -152,17 +152,12 @@ def _encode_group(codec: Codec, group: list[tuple[Item, torch.Tensor, Any]], fra
 
 def _write(codec: Codec, target: Path, latents: torch.Tensor, samples: int, info: Any, dtype: str) -> Written:
     """`latents` [D, F] as the `.lyra` file `target` (atomically), as `Codec.encode_file` writes it."""
-    from lyra.audio.container import Header, LatentWriter, stored
-    from lyra.core.atomic import atomic_write
+    from lyra.audio.container import stored
+    from lyra.codec.files import latent_header, write_whole
 
-    cfg = codec.config
-    header = Header(cfg.sample_rate, cfg.channels, cfg.hop_length, cfg.latent_dim, dtype, codec.fingerprint,
-                    info.sample_rate, info.channels)
+    header = latent_header(codec.model, codec.fingerprint, dtype, info.sample_rate, info.channels)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(target) as f:
-        writer = LatentWriter(f, header, str(target))
-        writer.write(latents)
-        trailer = writer.finish(samples, info.frames)
+    trailer = write_whole(str(target), header, latents, samples, info.frames)
     return Written(trailer.num_samples, trailer.num_frames, moments_of(stored(latents, dtype)), info.truncation)
 
 

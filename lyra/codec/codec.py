@@ -314,10 +314,9 @@ class Codec:
             if header.codebook_size != b.codebook_size:
                 raise LyraError(f"{name}: holds codes of a {header.codebook_size}-entry codebook; {model} has "
                                 f"{b.codebook_size} entries")
-            rows = header.num_quantizers
-            if rows > b.num_quantizers or (rows != b.num_quantizers and not b.residual):
-                raise LyraError(f"{name}: holds {rows} code rows per frame; {model} decodes "
-                                f"{'1..' if b.residual else ''}{b.num_quantizers}")
+            if not b.decodes(header.num_quantizers):
+                raise LyraError(f"{name}: holds {header.num_quantizers} code rows per frame; {model} decodes "
+                                f"{b.rows_it_decodes()}")
 
     # -- checks ------------------------------------------------------------------------
     def _audio(self, audio: torch.Tensor, sample_rate: Optional[int]) -> tuple[torch.Tensor, bool]:

@@ -88,7 +88,7 @@ def encode_file(model: VAE, fingerprint: str, src: str, dst: str, *, frames: int
     latent frames; `dtype` already checked (a discrete model stores packed integer codes
     instead, `quantizers` rows of them)."""
     from lyra.audio.channels import check_channels
-    from lyra.audio.container import CODES, Header, LatentWriter
+    from lyra.audio.container import LatentWriter
     from lyra.audio.reading import conform, load_audio, open_audio
     from lyra.core.atomic import atomic_write
 
@@ -96,12 +96,7 @@ def encode_file(model: VAE, fingerprint: str, src: str, dst: str, *, frames: int
     rows = model.bottleneck.check_quantizers(quantizers)   # before any work
 
     def header(source_rate: int, source_channels: int) -> Header:
-        codes = {}
-        if model.discrete:
-            codes = dict(codebook_size=model.bottleneck.codebook_size, num_quantizers=rows)
-        return Header(cfg.sample_rate, cfg.channels, cfg.hop_length, cfg.latent_dim, CODES if model.discrete else dtype,
-                      fingerprint, source_rate, source_channels, bottleneck=cfg.bottleneck,
-                      bottleneck_options=dict(cfg.options.get(cfg.bottleneck, {})), **codes)
+        return latent_header(model, fingerprint, dtype, source_rate, source_channels, rows)
 
     if not stream:
         x, info = load_audio(src, cfg.sample_rate, cfg.channels, downmix)   # [C, T]
@@ -110,11 +105,7 @@ def encode_file(model: VAE, fingerprint: str, src: str, dst: str, *, frames: int
         mean = encode_latents(model, x[None], quantizers)[0]             # [1, C, T] -> [D, F] (or codes [Q, F])
         report(seconds, seconds)
         h = header(info.sample_rate, info.channels)
-        with atomic_write(dst) as f:
-            writer = LatentWriter(f, h, _label(dst))
-            writer.write(mean)
-            trailer = writer.finish(x.shape[-1], info.frames)
-        return EncodedFile(dst, h, trailer, info.truncation)
+        return EncodedFile(dst, h, write_whole(dst, h, mean, x.shape[-1], info.frames), info.truncation)
 
     from lyra.codec.streaming import encode_stream
 
@@ -141,6 +132,32 @@ def encode_file(model: VAE, fingerprint: str, src: str, dst: str, *, frames: int
         seconds = count[0] / cfg.sample_rate
         report(seconds, seconds)
         return EncodedFile(dst, h, trailer, source.truncation)
+
+
+def latent_header(model: VAE, fingerprint: str, dtype: str, source_rate: int, source_channels: int,
+                  rows: Optional[int] = None) -> Header:
+    """The `.lyra` header of `model` (of `fingerprint`): float latents stored as `dtype`, or a
+    discrete model's integer codes, `rows` of them per frame (default all), with its bottleneck
+    and options."""
+    from lyra.audio.container import CODES, Header
+
+    cfg, b = model.config, model.bottleneck
+    codes = dict(codebook_size=b.codebook_size, num_quantizers=rows or b.num_quantizers) if model.discrete else {}
+    return Header(cfg.sample_rate, cfg.channels, cfg.hop_length, cfg.latent_dim, CODES if model.discrete else dtype,
+                  fingerprint, source_rate, source_channels, bottleneck=cfg.bottleneck,
+                  bottleneck_options=dict(cfg.options.get(cfg.bottleneck, {})), **codes)
+
+
+def write_whole(dst: str, header: Header, latents: torch.Tensor, samples: int, source_samples: int) -> Trailer:
+    """Write `latents` ([D, F] floats or [Q, F] codes) as the `.lyra` file `dst` ("-": stdout),
+    atomically; its trailer."""
+    from lyra.audio.container import LatentWriter
+    from lyra.core.atomic import atomic_write
+
+    with atomic_write(dst) as f:
+        writer = LatentWriter(f, header, _label(dst))
+        writer.write(latents)
+        return writer.finish(samples, source_samples)
 
 
 def decode_file(model: VAE, check_header: Callable[[Header, str], None], src: str, dst: str, *, frames: int,

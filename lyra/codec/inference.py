@@ -68,9 +68,7 @@ def decode_latents(model: VAE, latents: torch.Tensor, length: int | None = None)
     """Audio from what `encode_latents` gives: [B, D, F] float latents, or [B, Q, F] integer codes
     of a discrete model (any device) -> [B, C, length or F * hop] float32 on the CPU."""
     device, dtype = model_device_dtype(model)
+    stored = latents.to(device=device) if model.discrete else latents.to(device=device, dtype=dtype)   # codes stay int
     with torch.inference_mode():
-        if model.discrete:
-            audio = model.decode_latents(latents.to(device=device), length)      # [B, Q, F] -> [B, C, T]
-        else:
-            audio = model.decode(latents.to(device=device, dtype=dtype), length)   # [B, D, F] -> [B, C, T]
+        audio = model.decode_latents(stored, length)                       # [B, D|Q, F] -> [B, C, T]
     return audio.float().cpu()

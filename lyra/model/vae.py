@@ -159,10 +159,7 @@ class VAE(nn.Module):
         """What `encode_latents` gives (float latents or integer codes) -> [B, C, length] audio."""
         if self.discrete:
             self.bottleneck.check_codes(stored)
-            z = self.bottleneck.decode(stored)   # [B, Q, F] int64 -> [B, D, F]
-        else:
-            z = self.bottleneck.decode(stored)
-        return self.decode(z, length)
+        return self.decode(self.bottleneck.decode(stored), length)   # [B, Q, F] codes (or [B, D, F]) -> [B, D, F]
 
     def decode(self, z: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """[B, D, F] latent -> [B, C, length] audio (default length: F * hop)."""

@@ -195,9 +195,10 @@ class TrainingStep:
         pos.step += 1
         with torch.no_grad():   # EMA codebooks, dead codes: after the step, identically on every process
             usage = {}
-            if code_stats and not skipped:   # a frozen bottleneck (--freeze-encoder) only reports its usage
-                usage = (usage_metrics(code_stats["counts"]) if "counts" in code_stats else {}) if \
-                    self.bottleneck.frozen else self.bottleneck.update(code_stats, pos.step)
+            if code_stats and not skipped and self.bottleneck.frozen:   # --freeze-encoder: its usage only
+                usage = usage_metrics(code_stats["counts"]) if "counts" in code_stats else {}
+            elif code_stats and not skipped:
+                usage = self.bottleneck.update(code_stats, pos.step)
         if self.ema is not None and not skipped:
             self.ema.update(pos.step)
         seconds = accum * self.ctx.world_size * cfg.data.batch_size * self.spec.length / self.spec.sample_rate

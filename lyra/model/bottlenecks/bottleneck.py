@@ -30,12 +30,12 @@ and returns what to log. A step that is dropped (a stop between micro-batches) n
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from lyra.audio.codes import MAX_CODEBOOK_SIZE, MAX_QUANTIZERS, bits_per_code
 from lyra.core.errors import LyraError
 
 
@@ -63,7 +63,8 @@ class Bottleneck(nn.Module):
 
     @property
     def bits_per_code(self) -> int:
-        return max(1, math.ceil(math.log2(self.codebook_size))) if self.discrete else 0
+        """ceil(log2 codebook_size): what a .lyra file packs each code into (0: float latents)."""
+        return bits_per_code(self.codebook_size) if self.discrete else 0
 
     def noise(self, seeds: torch.Tensor, frames: int) -> torch.Tensor:
         """Per-example randomness of a training pass: [B] int64 seeds -> [B, ...] on the CPU
@@ -83,6 +84,14 @@ class Bottleneck(nn.Module):
         """Apply the step's summed `stats` (see the module docstring); what to log. Default: nothing."""
         return {}
 
+    def decodes(self, rows: int) -> bool:
+        """Whether `rows` code rows per frame decode: all of them, or (residual) the first 1..Q."""
+        return rows == self.num_quantizers or (self.residual and 1 <= rows <= self.num_quantizers)
+
+    def rows_it_decodes(self) -> str:
+        """For messages: ``1..9`` (residual) or ``4``."""
+        return f"1..{self.num_quantizers}" if self.residual else str(self.num_quantizers)
+
     def check_quantizers(self, quantizers: int | None) -> int:
         """How many code rows an encode with `quantizers` gives (all when None); a one-line
         `LyraError` when this bottleneck cannot give that many."""
@@ -91,9 +100,7 @@ class Bottleneck(nn.Module):
         if not self.discrete:
             raise LyraError("--quantizers: this model's bottleneck stores continuous latents, not codes")
         q = int(quantizers)
-        if self.residual and 1 <= q <= self.num_quantizers:
-            return q
-        if q == self.num_quantizers:
+        if self.decodes(q):
             return q
         if not self.residual:
             raise LyraError(f"--quantizers: this model's bottleneck is not residual: it decodes all "
@@ -106,9 +113,8 @@ class Bottleneck(nn.Module):
             raise LyraError(f"decode expects integer codes of shape [batch, quantizers, frames], "
                             f"got a {codes.dtype} tensor of shape {list(codes.shape)}")
         rows = codes.shape[1]
-        if not (rows == self.num_quantizers or (self.residual and 1 <= rows <= self.num_quantizers)):
-            want = f"1..{self.num_quantizers}" if self.residual else str(self.num_quantizers)
-            raise LyraError(f"decode: codes have {rows} rows; this model decodes {want}")
+        if not self.decodes(rows):
+            raise LyraError(f"decode: codes have {rows} rows; this model decodes {self.rows_it_decodes()}")
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
             raise LyraError(f"decode: codes must be in 0..{self.codebook_size - 1}, got values "
                             f"{int(codes.min())}..{int(codes.max())}")
@@ -127,8 +133,10 @@ def bottleneck_facts(bottleneck: nn.Module) -> str | None:
             value = getattr(bottleneck, key, None)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 return f"it is discrete, so its {key} must be a positive integer, got {value!r}"
-        if not 2 <= bottleneck.codebook_size <= 2**24:
-            return f"its codebook_size must be in 2..{2**24}, got {bottleneck.codebook_size}"
+        if not 2 <= bottleneck.codebook_size <= MAX_CODEBOOK_SIZE:   # what a .lyra file can hold
+            return f"its codebook_size must be in 2..{MAX_CODEBOOK_SIZE}, got {bottleneck.codebook_size}"
+        if bottleneck.num_quantizers > MAX_QUANTIZERS:
+            return f"its num_quantizers must be at most {MAX_QUANTIZERS}, got {bottleneck.num_quantizers}"
     return None
 
 

@@ -24,6 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from lyra import registry
+from lyra.audio.codes import MAX_CODEBOOK_SIZE, MAX_QUANTIZERS
 from lyra.model.bottlenecks.bottleneck import Bottleneck, Quantized, code_counts, usage_metrics
 from lyra.registry import OptionError
 
@@ -42,10 +43,11 @@ class FSQ(Bottleneck):
         if not isinstance(levels, tuple) or not levels or not all(
                 isinstance(v, int) and not isinstance(v, bool) and 2 <= v <= 2**12 for v in levels):
             raise OptionError("levels", f"must be a list of integers in 2..4096, got {levels!r}")
-        if not isinstance(groups, int) or isinstance(groups, bool) or not 1 <= groups <= 1024:
-            raise OptionError("groups", f"must be an integer in 1..1024, got {groups!r}")
-        if math.prod(levels) > 2**24:
-            raise OptionError("levels", f"make {math.prod(levels):,} codes; at most {2**24:,} (24 bits) are allowed")
+        if not isinstance(groups, int) or isinstance(groups, bool) or not 1 <= groups <= MAX_QUANTIZERS:
+            raise OptionError("groups", f"must be an integer in 1..{MAX_QUANTIZERS}, got {groups!r}")
+        if math.prod(levels) > MAX_CODEBOOK_SIZE:   # what a .lyra file can hold
+            raise OptionError("levels", f"make {math.prod(levels):,} codes; at most {MAX_CODEBOOK_SIZE:,} (24 bits) "
+                                        "are allowed")
         self.in_channels = self.latent_dim = latent_dim
         self.levels, self.groups = levels, groups
         self.num_quantizers, self.codebook_size = groups, math.prod(levels)
@@ -58,6 +60,10 @@ class FSQ(Bottleneck):
     def _levels(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The levels L as a [d, 1] tensor (constants: built from the options, never cast)."""
         return torch.tensor(self.levels, dtype=dtype, device=device)[:, None]
+
+    def _basis(self, device: torch.device) -> torch.Tensor:
+        """The mixed-radix place values prod_{j<i} L_j as a [d, 1] int64 tensor."""
+        return torch.tensor((1, *self.levels[:-1]), dtype=torch.int64, device=device).cumprod(0)[:, None]
 
     def bound(self, x: torch.Tensor) -> torch.Tensor:
         """[..., d, F] float32 -> values in (-floor(L/2) - eps, ceil(L/2) - 1 + eps) per channel."""
@@ -76,8 +82,7 @@ class FSQ(Bottleneck):
         """[B, G, d, F] rounded levels -> [B, G, F] int64 codes (exact integer arithmetic)."""
         levels = self._levels(q.device, torch.int64)
         digits = q.detach().round().long() + torch.div(levels, 2, rounding_mode="floor")    # 0..L-1
-        basis = torch.tensor((1, *self.levels[:-1]), dtype=torch.int64, device=q.device).cumprod(0)[:, None]
-        return (digits * basis).sum(dim=2)
+        return (digits * self._basis(q.device)).sum(dim=2)
 
     def _vectors(self, q: torch.Tensor) -> torch.Tensor:
         """[B, G, d, F] rounded levels (float32) -> z [B, D, F] in the model's dtype."""
@@ -97,8 +102,7 @@ class FSQ(Bottleneck):
     def decode(self, stored: torch.Tensor) -> torch.Tensor:
         codes = stored.long()[:, :, None, :]                                               # [B, G, F] -> [B, G, 1, F]
         levels = self._levels(codes.device, torch.int64)
-        basis = torch.tensor((1, *self.levels[:-1]), dtype=torch.int64, device=codes.device).cumprod(0)[:, None]
-        digits = torch.div(codes, basis, rounding_mode="floor") % levels                   # [B, G, d, F]
+        digits = torch.div(codes, self._basis(codes.device), rounding_mode="floor") % levels   # [B, G, d, F]
         q = (digits - torch.div(levels, 2, rounding_mode="floor")).float()
         return self._vectors(q)
 

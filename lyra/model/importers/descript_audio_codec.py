@@ -37,7 +37,6 @@ samples of them where Lyra's makes T*s.
 
 from __future__ import annotations
 
-import math
 import re
 import zipfile
 from dataclasses import dataclass
@@ -46,6 +45,7 @@ from typing import Any
 
 import torch
 
+from lyra.audio.codes import bits_per_code
 from lyra.core.errors import LyraError, first_line, kind_of
 from lyra.core.limits import MAX_SAMPLE_RATE
 from lyra.model.config import ModelConfig
@@ -335,4 +335,4 @@ def map_weights(weights: dict[str, torch.Tensor], config: ModelConfig, source: s
 def bitrate(config: ModelConfig) -> float:
     """Bits per second of all the codes: frames/s x quantisers x bits per code."""
     rvq = config.options["rvq"]
-    return config.frame_rate * rvq["num_quantizers"] * math.ceil(math.log2(rvq["codebook_size"]))
+    return config.frame_rate * rvq["num_quantizers"] * bits_per_code(rvq["codebook_size"])
